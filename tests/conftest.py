@@ -1,0 +1,191 @@
+"""Shared fixtures: tiny catalogs laid out like the published Galaxy Zoo releases, and tiny images.
+
+Everything is written under pytest's tmp_path; nothing outside it is touched.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from zoobot.schema import GZ2, GZ_DECALS, Schema
+
+# Keep TensorFlow quiet and on the CPU in every test process.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "")
+
+REAL_DATA = Path(__file__).parent / "data" / "real"
+HART16_SUFFIXES = ("count", "weight", "fraction", "weighted_fraction", "debiased", "flag")
+
+
+def cascade_counts(schema: Schema, n: int, rng: np.random.Generator, first: int = 40) -> np.ndarray:
+    """Vote counts that respect the tree: each question is answered by those who gave its parent answer."""
+    counts = np.zeros((n, schema.n_answers), dtype=np.int64)
+    index = {c: i for i, c in enumerate(schema.label_cols)}
+    groups = dict(zip(schema.question_names, schema.question_index_groups))
+    for q in schema.ordered_questions():
+        a, b = groups[q.name]
+        totals = np.full(n, first) if q.follows is None else counts[:, index[q.follows]]
+        for i in range(n):
+            counts[i, a:b] = rng.multinomial(totals[i], rng.dirichlet(np.ones(b - a)))
+    return counts
+
+
+def write_pngs(folder: Path, names: list[str], size: int = 24, seed: int = 0) -> list[Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    paths = []
+    for name in names:
+        path = folder / f"{name}.png"
+        Image.fromarray(rng.integers(0, 255, (size, size, 3), dtype=np.uint8)).save(path)
+        paths.append(path)
+    return paths
+
+
+def decals_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """Columns as in the GZ DECaLS DR5 volunteer catalogue: iauname, ra, dec, per question
+    `{question}_total-votes`, per answer the count, `_fraction` and `_debiased`."""
+    rng = np.random.default_rng(seed)
+    counts = cascade_counts(GZ_DECALS, n, rng)
+    frame = {
+        "iauname": [f"J{10 + i:02d}0000.00+0{i % 10}0000.0" for i in range(n)],
+        "ra": rng.uniform(0, 360, n),
+        "dec": rng.uniform(-10, 30, n),
+    }
+    fractions = GZ_DECALS.vote_fractions(counts)
+    for q, (a, b) in zip(GZ_DECALS.questions, GZ_DECALS.question_index_groups):
+        frame[f"{q.name}_total-votes"] = counts[:, a:b].sum(axis=1)
+        for j, column in enumerate(q.columns, start=a):
+            frame[column] = counts[:, j]
+            frame[f"{column}_fraction"] = fractions[:, j]
+            frame[f"{column}_debiased"] = fractions[:, j]
+    return pd.DataFrame(frame)
+
+
+def hart16_frame(n: int, seed: int = 0) -> pd.DataFrame:
+    """The Hart et al. 2016 GZ2 table's column set: dr7objid, ra, dec, rastring, decstring, sample,
+    gz2_class, total_classifications, total_votes, and per answer _count, _weight, _fraction,
+    _weighted_fraction, _debiased, _flag."""
+    rng = np.random.default_rng(seed)
+    counts = cascade_counts(GZ2, n, rng)
+    fractions = np.nan_to_num(GZ2.vote_fractions(counts))
+    ra, dec = rng.uniform(0, 360, n), rng.uniform(-10, 60, n)
+    frame = {
+        "dr7objid": 587722981741363294 + np.arange(n, dtype=np.int64) * 1000003,
+        "ra": ra,
+        "dec": dec,
+        "rastring": [f"{r / 15:02.0f}:00:00.00" for r in ra],
+        "decstring": [f"{d:+03.0f}:00:00.0" for d in dec],
+        "sample": "original",
+        "gz2_class": rng.choice(["Er", "Ei", "Sc", "SBb", "Ser"], n),
+        "total_classifications": counts[:, :3].sum(axis=1),
+        "total_votes": counts.sum(axis=1),
+    }
+    for j, column in enumerate(GZ2.label_cols):
+        stem = column[: -len("_count")]
+        frame[f"{stem}_count"] = counts[:, j]
+        frame[f"{stem}_weight"] = counts[:, j].astype(float)
+        frame[f"{stem}_fraction"] = fractions[:, j]
+        frame[f"{stem}_weighted_fraction"] = fractions[:, j]
+        frame[f"{stem}_debiased"] = fractions[:, j]
+        frame[f"{stem}_flag"] = (fractions[:, j] > 0.8).astype(int)
+    return pd.DataFrame(frame)
+
+
+@pytest.fixture
+def decals_catalog(tmp_path) -> Path:
+    """A 12-galaxy GZ DECaLS catalog CSV with relative image paths to real PNG files."""
+    frame = decals_frame(12)
+    write_pngs(tmp_path / "images", list(frame["iauname"]))
+    frame["file_loc"] = [f"images/{name}.png" for name in frame["iauname"]]
+    path = tmp_path / "gz_decals_volunteers.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+@pytest.fixture
+def hart16_catalog(tmp_path) -> Path:
+    frame = hart16_frame(8)
+    write_pngs(tmp_path / "gz2_images", [str(i) for i in frame["dr7objid"]])
+    frame["file_loc"] = [f"gz2_images/{i}.png" for i in frame["dr7objid"]]
+    path = tmp_path / "gz2_hart16.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+# -- real services -------------------------------------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise TimeoutError(f"{url} did not answer within {timeout} s")
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` process on localhost with a SQLite store and served artifacts."""
+    root = tmp_path_factory.mktemp("mlflow_server")
+    port = free_port()
+    log = open(root / "server.log", "wb")
+    process = subprocess.Popen(
+        [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
+         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"],
+        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_http(f"{uri}/health", process)
+        yield uri
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+        log.close()
+
+
+def mlflow_run(entry_point: str, params: dict, tracking_uri: str | None, cwd: Path, experiment: str,
+               timeout: float = 600) -> subprocess.CompletedProcess:
+    """`mlflow run` of this project, as a user types it."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    env["PATH"] = f"{VENV_BIN}{os.pathsep}{env.get('PATH', '')}"
+    if tracking_uri:
+        env["MLFLOW_TRACKING_URI"] = tracking_uri
+    command = [str(VENV_BIN / "mlflow"), "run", str(ROOT), "-e", entry_point, "--env-manager", "local",
+               "--experiment-name", experiment]
+    for key, value in params.items():
+        command += ["-P", f"{key}={value}"]
+    result = subprocess.run(command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    if result.returncode != 0:
+        raise AssertionError(f"mlflow run -e {entry_point} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
+    return result

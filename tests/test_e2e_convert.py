@@ -1,0 +1,109 @@
+"""End to end: `mlflow run` simulate -> convert against a real `mlflow server`, and on the embedded
+default SQLite store; then the runs read back through the MLflow client and the shards read back
+through the tf.data reader."""
+
+import shutil
+import sqlite3
+
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import mlflow_run
+from zoobot.catalog import load_catalog
+from zoobot.images import ImageSpec, read_image
+from zoobot.manifest import Manifest
+from zoobot.schema import GZ_DECALS
+from zoobot.shards import read_split
+
+pytestmark = pytest.mark.slow
+
+
+def only_run(client, experiment_name, step):
+    experiment = client.get_experiment_by_name(experiment_name)
+    runs = client.search_runs([experiment.experiment_id], filter_string=f"tags.step = '{step}'")
+    assert len(runs) == 1, [r.info.run_id for r in runs]
+    return runs[0]
+
+
+def test_simulate_then_convert_through_a_tracking_server(mlflow_server, tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_server)
+    survey, shards_dir = tmp_path / "survey", tmp_path / "shards"
+    mlflow_run("simulate", {"n_galaxies": 24, "image_size": 32, "seed": 3, "output_dir": survey},
+               mlflow_server, tmp_path, "e2e-convert")
+    catalog_csv = survey / "catalog.csv"
+    frame = pd.read_csv(catalog_csv)
+    # one galaxy whose votes are broken: it must be set aside, the rest converted
+    frame.loc[0, "bar_no"] = -1
+    frame.to_csv(catalog_csv, index=False)
+    mlflow_run("convert", {"catalog": catalog_csv, "output_dir": shards_dir, "image_size": 32, "shard_size": 8},
+               mlflow_server, tmp_path, "e2e-convert")
+
+    client = MlflowClient(mlflow_server)
+    simulate_run = only_run(client, "e2e-convert", "simulate")
+    run = only_run(client, "e2e-convert", "convert")
+    assert simulate_run.info.status == run.info.status == "FINISHED"
+    assert simulate_run.data.metrics["n_galaxies"] == 24
+    params = run.data.params
+    assert params["catalog"] == str(catalog_csv) and params["image_size"] == "32"
+    assert params["schema"] == "decals" and params["val_fraction"] == "0.1"  # defaults logged too
+    metrics = run.data.metrics
+    assert metrics["n_rejected"] == 1
+    assert metrics["n_train"] + metrics["n_validation"] + metrics["n_test"] == 23
+    assert run.data.tags["schema"] == "decals"
+
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"manifest.json", "rejected.csv", "examples_per_split.png", "config.json", "shards",
+            "rejected_rows.json"} <= artifacts
+    shard_artifacts = {a.path for a in client.list_artifacts(run.info.run_id, "shards")}
+    assert "shards/manifest.json" in shard_artifacts
+    rejected = pd.read_csv(client.download_artifacts(run.info.run_id, "rejected.csv", str(tmp_path)))
+    assert rejected["reason"].tolist() == ["'bar_no' is negative (-1); vote counts are >= 0"]
+
+    inputs = run.inputs.dataset_inputs
+    assert len(inputs) == 1 and inputs[0].dataset.name == "catalog.csv"
+    assert inputs[0].tags[0].value == "catalog"
+
+    # The shards read back, by local path, equal what went in.
+    manifest = Manifest.read(shards_dir)
+    catalog = load_catalog(catalog_csv, "decals").galaxies.set_index("id_str")
+    for split in ("train", "validation", "test"):
+        records = read_split(manifest, split)
+        for id_str, image, labels in zip(records["id_str"], records["image"], records["labels"]):
+            np.testing.assert_array_equal(labels, catalog.loc[id_str, list(GZ_DECALS.label_cols)].to_numpy(int))
+            np.testing.assert_array_equal(image, read_image(catalog.loc[id_str, "image_path"], ImageSpec(32, 3)))
+
+    # ... and by the convert run's URI: the unchanged local folder is used, and once it is gone the
+    # shards are downloaded from the server's artifact store and read the same.
+    from zoobot import tracking
+
+    assert tracking.resolve_local(f"runs:/{run.info.run_id}", "shards") == shards_dir
+    moved = tmp_path / "moved"
+    shutil.move(shards_dir, moved)
+    monkeypatch.chdir(tmp_path)
+    downloaded = tracking.resolve_local(f"runs:/{run.info.run_id}", "shards")
+    assert downloaded != shards_dir and downloaded.is_relative_to(tmp_path)
+    again = Manifest.read(downloaded)
+    again.verify(checksums=True)
+    assert again.counts == manifest.counts
+    np.testing.assert_array_equal(read_split(again, "test")["image"], read_split(Manifest.read(moved), "test")["image"])
+
+
+def test_convert_on_the_embedded_default_store_takes_the_catalog_by_run_uri(tmp_path):
+    """No MLFLOW_TRACKING_URI: MLflow's default SQLite store in the working directory."""
+    survey = tmp_path / "survey"
+    mlflow_run("simulate", {"n_galaxies": 16, "image_size": 32, "output_dir": survey, "image_format": "fits"},
+               None, tmp_path, "embedded")
+    db = tmp_path / "mlflow.db"
+    assert db.is_file()
+    client = MlflowClient(f"sqlite:///{db}")
+    simulate_run = only_run(client, "embedded", "simulate")
+    uri = f"runs:/{simulate_run.info.run_id}/survey/catalog.csv"
+    mlflow_run("convert", {"catalog": uri, "output_dir": tmp_path / "shards", "image_size": 32,
+                           "log_shards": "false"}, None, tmp_path, "embedded")
+    run = only_run(client, "embedded", "convert")
+    assert run.data.metrics["n_written"] == 16
+    assert "shards" not in {a.path for a in client.list_artifacts(run.info.run_id)}
+    with sqlite3.connect(db) as connection:
+        assert connection.execute("select count(*) from runs").fetchone()[0] == 2

@@ -1,0 +1,121 @@
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from zoobot.schema import GZ2, GZ_DECALS, Answer, Question, Schema, SchemaError, load_schema
+
+
+def test_decals_tree_matches_the_published_columns():
+    assert GZ_DECALS.label_cols[:3] == (
+        "smooth-or-featured_smooth", "smooth-or-featured_featured-or-disk", "smooth-or-featured_artifact")
+    assert GZ_DECALS.id_column == "iauname"
+    assert GZ_DECALS.question("has-spiral-arms").follows == "disk-edge-on_no"
+    assert GZ_DECALS.question("spiral-arm-count").follows == "has-spiral-arms_yes"
+    assert GZ_DECALS.question("merging").follows is None
+    assert GZ_DECALS.n_answers == 34
+
+
+def test_gz2_tree_uses_hart16_count_columns():
+    assert GZ2.label_cols[0] == "t01_smooth_or_features_a01_smooth_count"
+    assert GZ2.question("t02_edgeon").follows == "t01_smooth_or_features_a02_features_or_disk_count"
+    assert GZ2.question("t11_arms_number").columns[-1] == "t11_arms_number_a37_cant_tell_count"
+    assert GZ2.id_column == "dr7objid"
+
+
+@pytest.mark.parametrize("schema", [GZ_DECALS, GZ2])
+def test_index_groups_are_contiguous_and_cover_every_column(schema):
+    covered = []
+    for (start, stop), question in zip(schema.question_index_groups, schema.questions):
+        assert schema.label_cols[start:stop] == question.columns
+        covered.extend(range(start, stop))
+    assert covered == list(range(schema.n_answers))
+
+
+def test_reach_probability_is_the_product_down_the_tree():
+    fractions = np.zeros((1, GZ_DECALS.n_answers))
+    col = {c: i for i, c in enumerate(GZ_DECALS.label_cols)}
+    fractions[0, col["smooth-or-featured_featured-or-disk"]] = 0.8
+    fractions[0, col["smooth-or-featured_smooth"]] = 0.2
+    fractions[0, col["disk-edge-on_no"]] = 0.5
+    fractions[0, col["has-spiral-arms_yes"]] = 0.25
+    reach = dict(zip(GZ_DECALS.question_names, GZ_DECALS.reach_probability(fractions)[0]))
+    assert reach["smooth-or-featured"] == 1.0
+    assert reach["merging"] == 1.0
+    assert reach["disk-edge-on"] == pytest.approx(0.8)
+    assert reach["bar"] == pytest.approx(0.4)
+    assert reach["spiral-winding"] == pytest.approx(0.1)
+    assert reach["how-rounded"] == pytest.approx(0.2)
+
+
+def test_vote_fractions_are_nan_where_nobody_answered():
+    counts = np.zeros((2, GZ_DECALS.n_answers))
+    counts[0, :3] = [10, 30, 0]
+    fractions = GZ_DECALS.vote_fractions(counts)
+    assert fractions[0, :3] == pytest.approx([0.25, 0.75, 0.0])
+    assert np.isnan(fractions[1, 0]) and np.isnan(fractions[0, 3])
+
+
+def test_user_schema_from_yaml_with_binary_and_ring_questions(tmp_path):
+    path = tmp_path / "rings.yaml"
+    path.write_text(
+        "name: rings\n"
+        "id_column: objid\n"
+        "questions:\n"
+        "  - name: ring\n"
+        "    answers: [yes, no]\n"  # unquoted yes/no: PyYAML booleans, must still mean the words
+        "  - name: ring-type\n"
+        "    answers: {inner: n_inner, outer: n_outer}\n"
+        "    follows: ring_yes\n"
+        "  - name: lens\n"
+        "    binary_column: is_lens\n"
+    )
+    schema = load_schema(path)
+    assert schema.name == "rings" and schema.id_column == "objid"
+    assert schema.label_cols == ("ring_yes", "ring_no", "n_inner", "n_outer", "is_lens_yes", "is_lens_no")
+    assert schema.question("lens").binary_column == "is_lens"
+    assert schema.question_index_groups == ((0, 2), (2, 4), (4, 6))
+
+
+def test_user_schema_from_json_round_trips(tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_text(json.dumps(GZ_DECALS.to_dict()))
+    assert load_schema(path) == GZ_DECALS
+    assert Schema.from_dict(GZ2.to_dict()) == GZ2
+
+
+@pytest.mark.parametrize("spec, message", [
+    ({"name": "x", "questions": [{"name": "q", "answers": ["a"]}]}, "at least two"),
+    ({"name": "x", "questions": [{"name": "q", "answers": ["a", "b"], "follows": "nope"}]}, "follows answer 'nope'"),
+    ({"name": "x", "questions": [{"name": "q", "answers": ["a", "b"]}, {"name": "q", "answers": ["c", "d"]}]},
+     "twice"),
+    ({"name": "x", "questions": [{"name": "q", "answers": ["a", "b"], "follows": "r_a"},
+                                 {"name": "r", "answers": ["a", "b"], "follows": "q_a"}]}, "cycle"),
+    ({"name": "x", "questions": [{"name": "q"}]}, "needs 'answers'"),
+    ({"name": "x"}, "expected a mapping with keys"),
+    ({"name": "x", "questions": []}, "no questions"),
+])
+def test_bad_schema_definitions_say_what_is_wrong(spec, message):
+    with pytest.raises(SchemaError, match=message):
+        Schema.from_dict(spec)
+
+
+def test_duplicate_answer_columns_are_refused():
+    with pytest.raises(SchemaError, match="more than once"):
+        Schema("x", (Question("q", (Answer("a", "c1"), Answer("b", "c1"))),))
+
+
+def test_unknown_schema_name_lists_the_builtins(tmp_path):
+    with pytest.raises(SchemaError, match=r"\['decals', 'gz2'\]"):
+        load_schema("decal")
+    with pytest.raises(SchemaError, match="does not exist"):
+        load_schema(tmp_path / "missing.yaml")
+
+
+def test_schema_module_imports_neither_tensorflow_nor_mlflow():
+    code = ("import sys, zoobot.schema, zoobot.catalog, zoobot.manifest;"
+            "print([m for m in ('tensorflow', 'mlflow', 'keras') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
