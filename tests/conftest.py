@@ -189,3 +189,31 @@ def mlflow_run(entry_point: str, params: dict, tracking_uri: str | None, cwd: Pa
     if result.returncode != 0:
         raise AssertionError(f"mlflow run -e {entry_point} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+# -- tiny shards for model tests -------------------------------------------------------------------
+
+TINY_MODEL = {"filters": "4,8", "dense_units": 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_shards(tmp_path_factory) -> Path:
+    """48 simulated galaxies at 32x32, converted: train 34 / validation 5 / test 9 (split by seed)."""
+    from zoobot.convert import ConvertConfig, convert
+    from zoobot.simulate import SimulateConfig, simulate_survey
+
+    root = tmp_path_factory.mktemp("tiny")
+    survey = simulate_survey(SimulateConfig(output_dir=str(root / "survey"), n_galaxies=48, image_size=32,
+                                            seed=5, workers=1))
+    convert(ConvertConfig(catalog=str(survey.catalog_path), output_dir=str(root / "shards"), image_size=32,
+                          shard_size=16, workers=1))
+    return root / "shards"
+
+
+@pytest.fixture
+def sqlite_tracking(tmp_path, monkeypatch) -> str:
+    """A fresh SQLite tracking store for this test, and the artifacts beside it."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.chdir(tmp_path)  # ./mlruns artifacts and data/ defaults land in tmp_path
+    return uri

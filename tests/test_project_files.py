@@ -60,13 +60,21 @@ def test_entry_point_command_passes_every_parameter_once(entry_point):
 
 def test_click_defaults_come_from_the_config_dataclasses():
     from zoobot.convert import ConvertConfig
+    from zoobot.evaluate import EvaluateConfig
+    from zoobot.model import ModelConfig
     from zoobot.pipeline import PipelineConfig
+    from zoobot.predict import PredictConfig
     from zoobot.simulate import SimulateConfig
+    from zoobot.train import TrainConfig
 
-    for config_cls, command in ((ConvertConfig, cli.convert), (SimulateConfig, cli.simulate),
-                                (PipelineConfig, _click_command("main"))):
-        options = {p.name: p for p in command.params if isinstance(p, click.Option)}
-        for f in dataclasses.fields(config_cls):
+    configs = {"simulate": (SimulateConfig,), "convert": (ConvertConfig,), "train": (TrainConfig, ModelConfig),
+               "predict": (PredictConfig,), "evaluate": (EvaluateConfig,), "main": (PipelineConfig,)}
+    assert set(configs) == set(ENTRY_POINTS)
+    for entry_point, classes in configs.items():
+        options = {p.name: p for p in _click_command(entry_point).params if isinstance(p, click.Option)}
+        fields = [f for cls in classes for f in dataclasses.fields(cls) if f.init]
+        assert set(options) == {f.name for f in fields}, entry_point
+        for f in fields:
             if f.default is not dataclasses.MISSING:
                 assert options[f.name].default == f.default, f.name
             assert options[f.name].help, f"{f.name} has no help text"

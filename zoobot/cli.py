@@ -11,15 +11,20 @@ from __future__ import annotations
 import dataclasses
 import functools
 import os
+from pathlib import Path
 from typing import get_type_hints
 
 import click
 
 from zoobot.catalog import CatalogError
 from zoobot.convert import ConvertConfig
+from zoobot.evaluate import EvaluateConfig
 from zoobot.manifest import ManifestError
+from zoobot.model import ModelConfig
+from zoobot.predict import PredictConfig
 from zoobot.schema import SchemaError
 from zoobot.simulate import SimulateConfig
+from zoobot.train import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the step's own output
 
@@ -27,15 +32,12 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chat
 USER_ERRORS = (CatalogError, SchemaError, ManifestError, FileExistsError, ValueError)
 
 
-def options_from(config_cls):
-    """Click options for every field of a config dataclass, with its default and help."""
-    hints = get_type_hints(config_cls)
+def options_from(*config_classes):
+    """Click options for every field of the config dataclasses, with their defaults and help."""
+    fields = [(f, get_type_hints(cls)[f.name]) for cls in config_classes for f in dataclasses.fields(cls) if f.init]
 
     def decorate(command):
-        for f in reversed(dataclasses.fields(config_cls)):
-            if not f.init:
-                continue
-            kind = hints[f.name]
+        for f, kind in reversed(fields):
             click_type = {bool: click.BOOL, int: int, float: float}.get(kind, str)
             required = f.default is dataclasses.MISSING
             names = [f"--{f.name.replace('_', '-')}"] + ([f"--{f.name}"] if "_" in f.name else [])
@@ -50,6 +52,12 @@ def options_from(config_cls):
         return command
 
     return decorate
+
+
+def split_options(options: dict, *config_classes):
+    """One config per class from the command's options."""
+    return tuple(cls(**{f.name: options[f.name] for f in dataclasses.fields(cls) if f.init})
+                 for cls in config_classes)
 
 
 def user_errors(function):
@@ -101,6 +109,84 @@ def convert(**options):
     counts = ", ".join(f"{k}={v}" for k, v in result.manifest.counts.items())
     click.echo(f"Wrote shards to {result.manifest.root} ({counts}); {len(result.rejected)} rows set aside"
                + (f", listed in {result.manifest.root / 'rejected.csv'}" if len(result.rejected) else "") + ".")
+
+
+
+@main.command(help="Train a Bayesian CNN on shards; resumable, logged, and registered in the MLflow registry.")
+@options_from(TrainConfig, ModelConfig)
+@user_errors
+def train(**options):
+    from zoobot import train as training
+    from zoobot import tracking
+    from zoobot.manifest import Manifest
+
+    config, model_config = split_options(options, TrainConfig, ModelConfig)
+    strategy = training.make_strategy(config)  # first: logical CPUs must be set before TensorFlow starts
+    shards = tracking.resolve_local(config.shards, "shards")
+    manifest = Manifest.read(shards)
+    key = training.checkpoint_key(tracking.file_digest(shards / "manifest.json"), config, model_config)
+    checkpoint = training.Checkpoint(Path(config.checkpoint_dir) if config.checkpoint_dir
+                                     else training.default_checkpoint_dir(key))
+    if checkpoint.state["finished"]:
+        checkpoint.reset()  # a finished job run again is a new training, not a resume
+    resume = checkpoint.meta.get("run_id") if checkpoint.epoch else None
+    tags = {"architecture": model_config.architecture, "output": model_config.output,
+            tracking.TAG_SCHEMA: manifest.schema["name"]}
+    with tracking.resume_or_start("train", dataclasses.asdict(config) | dataclasses.asdict(model_config),
+                                  resume, tags) as run:
+        checkpoint.meta["run_id"] = run.info.run_id
+        if resume:
+            click.echo(f"Resuming run {resume} from epoch {checkpoint.epoch} ({checkpoint.folder})")
+            tracking.backfill_history(checkpoint.state["history"])
+        result = training.train(config, model_config, manifest, checkpoint, strategy,
+                                callbacks=[tracking.metrics_logger()] if training.is_chief(strategy) else [])
+        if training.is_chief(strategy):
+            logged = tracking.log_training(result, manifest, config, model_config, strategy.num_replicas_in_sync)
+    if training.is_chief(strategy):
+        click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
+                   f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
+                                               f"{logged['registered_version']}" if logged["registered_version"] else "")
+                   + (" (champion)" if logged["champion"] else ""))
+
+
+@main.command(help="MC-dropout predictions for every galaxy of a shard set or an image folder.")
+@options_from(PredictConfig)
+@user_errors
+def predict(**options):
+    from zoobot import tracking
+    from zoobot.manifest import Manifest
+    from zoobot.model import load_bundle
+    from zoobot.predict import predict as run_predict
+
+    (config,) = split_options(options, PredictConfig)
+    with tracking.step_run("predict", config):
+        model, meta = load_bundle(tracking.local_model_path(config.model))
+        manifest = Manifest.read(tracking.resolve_local(config.shards, "shards")) if config.shards else None
+        result = run_predict(config, model, meta, manifest, progress=True)
+        tracking.log_prediction(result)
+    click.echo(f"Predicted {result.n_galaxies} galaxies ({result.n_galaxies / result.seconds:.0f}/s): "
+               f"{result.samples_path}, {result.summary_path}")
+
+
+@main.command(help="Evaluate a model on a labelled split: errors, coverage, calibration, Bayesian gain.")
+@options_from(EvaluateConfig)
+@user_errors
+def evaluate(**options):
+    from zoobot import tracking
+    from zoobot.evaluate import evaluate as run_evaluate
+    from zoobot.manifest import Manifest
+    from zoobot.model import load_bundle
+    from zoobot.predict import predict_split
+
+    (config,) = split_options(options, EvaluateConfig)
+    with tracking.step_run("evaluate", config):
+        model, meta = load_bundle(tracking.local_model_path(config.model))
+        manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
+        result = run_evaluate(*predict_split(model, meta, manifest, config.split, config.n_samples,
+                                             config.batch_size))
+        tracking.log_evaluation(result, config.split)
+    shown = {k: round(v, 4) for k, v in result.metrics.items() if "_" not in k or k.startswith("coverage_error")}
+    click.echo(f"{config.split}: {shown}")
 
 
 if __name__ == "__main__":

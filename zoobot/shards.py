@@ -7,7 +7,6 @@ for labelled splits only, `labels` (int64 vote counts in the schema's label-colu
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -80,6 +79,7 @@ def make_dataset(
     seed: int | None = None,
     repeat: bool = False,
     shuffle_buffer: int = 2048,
+    drop_remainder: bool = False,
 ) -> tf.data.Dataset:
     """Batches of {'id_str': string, 'image': uint8 (B, H, W, C), ['labels': int64 (B, n_answers)]}.
 
@@ -112,7 +112,7 @@ def make_dataset(
             parsed[FEATURE_IMAGE] = tf.reshape(image, (height, width, channels))
             return parsed
 
-        ds = ds.map(parse_one, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size)
+        ds = ds.map(parse_one, num_parallel_calls=tf.data.AUTOTUNE).batch(batch_size, drop_remainder=drop_remainder)
     else:
         def parse_batch(records):
             parsed = tf.io.parse_example(records, spec)
@@ -120,7 +120,7 @@ def make_dataset(
             parsed[FEATURE_IMAGE] = tf.reshape(images, (-1, height, width, channels))
             return parsed
 
-        ds = ds.batch(batch_size).map(parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.batch(batch_size, drop_remainder=drop_remainder).map(parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -134,10 +134,3 @@ def read_split(manifest: Manifest, split: str) -> dict[str, np.ndarray]:
     out[FEATURE_ID] = np.array([v.decode("utf-8") for v in out[FEATURE_ID]])
     return out
 
-
-def write_records(records: Iterable[tuple[str, bytes, np.ndarray | None]], folder: Path, split: str,
-                  shard_size: int) -> list[ShardFile]:
-    writer = ShardWriter(folder, split, shard_size)
-    for id_str, image_bytes, labels in records:
-        writer.write(serialize_example(id_str, image_bytes, labels))
-    return writer.close()

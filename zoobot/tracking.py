@@ -62,7 +62,7 @@ def log_simulation(result) -> None:
     catalog = result.catalog
     folder = result.catalog_path.parent
     mlflow.log_metric("n_galaxies", len(catalog))
-    mlflow.set_tags({TAG_LOCAL_OUTPUT: str(folder.resolve()), TAG_OUTPUT_DIGEST: _sha256(result.catalog_path)})
+    mlflow.set_tags({TAG_LOCAL_OUTPUT: str(folder.resolve()), TAG_OUTPUT_DIGEST: file_digest(result.catalog_path)})
     mlflow.log_artifacts(str(folder), artifact_path="survey")
 
 
@@ -77,7 +77,7 @@ def log_conversion(result, config) -> None:
     mlflow.set_tags({
         TAG_SCHEMA: manifest.schema["name"],
         TAG_LOCAL_OUTPUT: str(output_dir),
-        TAG_OUTPUT_DIGEST: _sha256(output_dir / "manifest.json"),
+        TAG_OUTPUT_DIGEST: file_digest(output_dir / "manifest.json"),
     })
     mlflow.log_artifact(str(output_dir / "manifest.json"))
     mlflow.log_artifact(str(output_dir / "rejected.csv"))
@@ -100,7 +100,7 @@ def log_conversion(result, config) -> None:
         mlflow.log_artifacts(str(output_dir), artifact_path="shards")
 
 
-def _sha256(path: Path) -> str:
+def file_digest(path: Path) -> str:
     from zoobot.catalog import file_sha256
 
     return file_sha256(path)
@@ -154,7 +154,7 @@ def _unchanged_local_output(run_id: str, inner: str, default_artifact: str) -> P
         return None
     folder = Path(local)
     for name in ("manifest.json", "catalog.csv"):
-        if (folder / name).is_file() and _sha256(folder / name) == digest:
+        if (folder / name).is_file() and file_digest(folder / name) == digest:
             return folder / rest if rest else folder
     return None
 
@@ -162,3 +162,235 @@ def _unchanged_local_output(run_id: str, inner: str, default_artifact: str) -> P
 def _safe_name(uri: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in uri)[-180:]
 
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+MODEL_ARTIFACT = "model"  # name of the logged model in a train run
+KERAS_FILE = "model.keras"  # zoobot.model.BUNDLE_KERAS
+
+
+def metrics_logger(start_step: int = 0):
+    """A Keras callback logging every epoch's metrics to the active run, at step = epoch (1-based)."""
+    import keras
+
+    class MetricsLogger(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            mlflow.log_metrics({k: float(v) for k, v in (logs or {}).items()}, step=epoch + 1)
+
+    return MetricsLogger()
+
+
+def backfill_history(history: dict[str, list[float]]) -> int:
+    """Log the epochs a killed process finished but did not get to log; returns how many.
+
+    The checkpoint's history is the truth; MLflow gets whatever steps it lacks, so a restart leaves
+    the run's curves without gaps or duplicates.
+    """
+    run_id = mlflow.active_run().info.run_id
+    client = MlflowClient()
+    missing = 0
+    for key, values in history.items():
+        logged = {m.step for m in client.get_metric_history(run_id, key)}
+        for step, value in enumerate(values, start=1):
+            if step not in logged:
+                mlflow.log_metric(key, value, step=step)
+                missing += 1
+    return missing
+
+
+def resume_or_start(step: str, config, resume_run_id: str | None, tags: dict | None = None):
+    """`step_run`, but into `resume_run_id` when a killed job left one.
+
+    Under `mlflow run` a new run was already made for this process; it is tagged with where the
+    work went, so the UI shows why it is empty.
+    """
+    wrapper = os.environ.get("MLFLOW_RUN_ID")
+    if resume_run_id and wrapper and wrapper != resume_run_id:
+        client = MlflowClient()
+        client.set_tag(wrapper, "resumed_into", resume_run_id)
+        client.set_tag(wrapper, "mlflow.note.content",
+                       f"This launch resumed the interrupted run {resume_run_id}; its results are logged there.")
+    if resume_run_id:
+        os.environ["MLFLOW_RUN_ID"] = resume_run_id
+    return step_run(step, config, tags=tags)
+
+
+def log_training(result, manifest, train_config, model_config, n_replicas: int = 1) -> dict:
+    """Summary metrics, training curves, the model (pyfunc with MC sampling), and its registration."""
+    mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
+                        "epochs_run": result.epochs_run, "n_replicas": n_replicas})
+    mlflow.set_tags({"stopped_early": str(result.stopped_early).lower(), TAG_SCHEMA: manifest.schema["name"],
+                     "architecture": model_config.architecture, "output": model_config.output})
+    figure = plots.training_curves(result.history)
+    mlflow.log_figure(figure, "training_curves.png")
+    plots.plt.close(figure)
+    return log_model(result.model, manifest, train_config, model_config, result.best_val_loss)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    for name in ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "astropy", "pillow", "scipy",
+                 "pyyaml", "mlflow"):
+        try:
+            requirements.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return requirements
+
+
+def log_model(model, manifest, train_config, model_config, val_loss: float) -> dict:
+    """Log the model as a pyfunc that returns MC-dropout samples, register it, maybe crown it."""
+    import tempfile
+
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    import zoobot
+
+    height, width, channels = model.input_shape[1:]
+    n_outputs = model.output_shape[-1]
+    signature = ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, height, width, channels), "images")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, n_outputs, -1), "samples")]),
+        params=ParamSchema([ParamSpec("n_samples", "long", 5)]),
+    )
+    metadata = {"schema": manifest.schema, "output": model_config.output,
+                "question": model_config.question or None, "image_shape": [height, width, channels],
+                "val_loss": val_loss}
+    with tempfile.TemporaryDirectory() as tmp:
+        from zoobot.model import save_bundle
+
+        bundle = save_bundle(model, Path(tmp) / "bundle", metadata)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=ZoobotPyfunc(),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(Path(zoobot.__file__).parent)],
+            signature=signature,
+            pip_requirements=_pip_requirements(),
+            metadata=metadata,
+            registered_model_name=train_config.registered_model_name or None,
+        )
+    out = {"model_uri": info.model_uri, "registered_version": None, "champion": False}
+    if train_config.registered_model_name:
+        version = str(info.registered_model_version)
+        out["registered_version"] = version
+        out["champion"] = crown_if_better(train_config.registered_model_name, version, val_loss,
+                                          train_config.champion_alias)
+    return out
+
+
+def crown_if_better(name: str, version: str, val_loss: float, alias: str) -> bool:
+    """The first version takes the alias; a later one only when its validation loss is lower."""
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, "val_loss", f"{val_loss:.6f}")
+    if not alias:
+        return False
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        holder_loss = float(holder.tags.get("val_loss", "inf"))
+    except mlflow.exceptions.MlflowException:
+        holder, holder_loss = None, float("inf")
+    if holder is None or val_loss < holder_loss:
+        client.set_registered_model_alias(name, alias, version)
+        mlflow.set_tag("champion", f"{name}@{alias} = v{version}")
+        return True
+    mlflow.set_tag("champion", f"not crowned: v{holder.version} holds {alias} with val_loss {holder_loss:.4f}")
+    return False
+
+
+# MLflow suggests type hints on predict when a PythonModel is defined; this one's signature is explicit.
+warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+
+
+class ZoobotPyfunc(mlflow.pyfunc.PythonModel):
+    """The registered model: images (B, H, W, C), values 0..255 -> MC-dropout samples
+    (B, n_outputs, n_samples); `params={"n_samples": T}` sets T (default 5)."""
+
+    def load_context(self, context):
+        from zoobot.model import BUNDLE_KERAS, load_bundle, split_trunk_head
+
+        self.model, self.meta = load_bundle(Path(context.artifacts["bundle"]) / BUNDLE_KERAS)
+        self.trunk_head = split_trunk_head(self.model)
+
+    def predict(self, context, model_input, params=None):
+        import numpy as np
+
+        from zoobot.model import mc_predict
+
+        if isinstance(model_input, dict):  # a named tensor input arrives as {"images": array}
+            model_input = model_input["images"]
+        images = np.asarray(model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input,
+                            dtype=np.float32)
+        n_samples = int((params or {}).get("n_samples", 5))
+        return mc_predict(self.model, images, n_samples, trunk_head=self.trunk_head).astype(np.float32)
+
+
+def local_model_path(uri_or_path: str) -> Path:
+    """The .keras file of a model given as a local file/folder, a run URI, or models:/NAME@ALIAS."""
+    text = str(uri_or_path)
+    if not is_uri(text):
+        path = Path(text).expanduser().resolve()
+    else:
+        if text.startswith("runs:/") and text.strip("/").count("/") == 1:
+            text = f"{text.rstrip('/')}/{MODEL_ARTIFACT}"
+        path = Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
+    if path.is_file():
+        return path
+    found = sorted(path.rglob(KERAS_FILE))
+    if not found:
+        raise FileNotFoundError(f"No {KERAS_FILE} found in model '{uri_or_path}' ({path}). Give a model logged by "
+                                "`zoobot train` (runs:/<id>, models:/NAME@ALIAS) or a .keras file.")
+    return found[0]
+
+
+# -- evaluation --------------------------------------------------------------------------------------
+
+
+def log_evaluation(result, split: str, question_for_examples: str | None = None) -> None:
+    """Metrics as `<split>_<metric>` and `<split>_<question>_<metric>`, the coverage table and plots,
+    calibration, example posteriors, confusion matrices."""
+    import math
+
+    mlflow.log_metrics({f"{split}_{k}": float(v) for k, v in result.metrics.items()
+                        if v is not None and not math.isnan(float(v))})
+    mlflow.log_table(result.coverage, artifact_file="coverage.json")
+    _log_csv(result.coverage, "coverage.csv")
+    figures = {
+        "coverage_votes.png": plots.coverage_plot(result.coverage, kind="votes"),
+        "coverage_fraction.png": plots.coverage_plot(result.coverage, kind="fraction"),
+        "calibration.png": plots.calibration_plot(result.predictions, result.counts),
+        "confusion_matrices.png": plots.confusion_matrices(result.confusion),
+    }
+    n = len(result.images)
+    if n:
+        question = question_for_examples or result.predictions.questions[0]
+        figures["posterior_examples.png"] = plots.posterior_examples(
+            result.predictions.subset(slice(0, n)), result.counts[:n], result.images,
+            result.predictions.id_str[:n], question, n=min(6, n))
+    for name, figure in figures.items():
+        mlflow.log_figure(figure, name)
+        plots.plt.close(figure)
+    for question, matrix in result.confusion.items():
+        _log_csv(matrix.reset_index(), f"confusion/{question}.csv")
+
+
+def log_prediction(result) -> None:
+    mlflow.log_metrics({"n_galaxies": result.n_galaxies, "galaxies_per_second": result.n_galaxies / result.seconds})
+    mlflow.set_tag(TAG_LOCAL_OUTPUT, str(result.samples_path.parent.resolve()))
+    mlflow.log_artifact(str(result.samples_path), artifact_path="predictions")
+    mlflow.log_artifact(str(result.summary_path), artifact_path="predictions")
+
+
+def _log_csv(frame: pd.DataFrame, artifact_file: str) -> None:
+    import tempfile
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / Path(artifact_file).name
+        frame.to_csv(path, index=False)
+        folder = str(Path(artifact_file).parent)
+        mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)

@@ -1,0 +1,95 @@
+"""predict (streamed MC samples to Parquet/HDF5 + summary) and evaluate (metrics, coverage, figures)."""
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow.tracking import MlflowClient
+
+from tests.conftest import TINY_MODEL, write_pngs
+from zoobot import tracking
+from zoobot.evaluate import EvaluateConfig, evaluate
+from zoobot.manifest import Manifest
+from zoobot.model import BUNDLE_KERAS, ModelConfig, load_bundle, save_bundle
+from zoobot.predict import PredictConfig, predict, predict_split, read_predictions
+from zoobot.shards import read_split
+from zoobot.train import Checkpoint, TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def bundle(tiny_shards, tmp_path_factory):
+    manifest = Manifest.read(tiny_shards)
+    result = train(TrainConfig(shards=str(tiny_shards), epochs=2, batch_size=8), ModelConfig(**TINY_MODEL),
+                   manifest, Checkpoint(tmp_path_factory.mktemp("ckpt")))
+    meta = {"schema": manifest.schema, "output": "dirichlet", "question": None}
+    return save_bundle(result.model, tmp_path_factory.mktemp("bundle"), meta) / BUNDLE_KERAS
+
+
+@pytest.mark.parametrize("fmt", ["parquet", "hdf5"])
+def test_predict_streams_samples_and_a_summary_for_every_galaxy(bundle, tiny_shards, tmp_path, fmt):
+    model, meta = load_bundle(bundle)
+    manifest = Manifest.read(tiny_shards)
+    config = PredictConfig(model=str(bundle), shards=str(tiny_shards), output_dir=str(tmp_path), n_samples=7,
+                           batch_size=5, format=fmt)
+    result = predict(config, model, meta, manifest)
+    assert result.n_galaxies == 48
+    predictions = read_predictions(result.samples_path)
+    assert predictions.samples.shape == (48, 34, 7)
+    assert predictions.kind == "dirichlet" and predictions.schema.name == "decals"
+    assert (predictions.samples >= 1).all() and (predictions.samples <= 100).all()
+    # samples differ between MC draws, ids are those of the shards in order
+    assert np.std(predictions.samples, axis=2).mean() > 0
+    expected_ids = np.concatenate([read_split(manifest, s)["id_str"] for s in manifest.splits])
+    np.testing.assert_array_equal(predictions.id_str, expected_ids)
+    summary = pd.read_csv(result.summary_path)
+    assert len(summary) == 48
+    mean, low, high = (summary[f"smooth-or-featured_smooth_{k}"] for k in ("mean", "low", "high"))
+    assert ((low <= mean) & (mean <= high)).all() and (high > low).any()
+    np.testing.assert_allclose(mean, predictions.mean_fractions("smooth-or-featured")[:, 0], rtol=1e-5)
+    with pytest.raises(FileExistsError, match="overwrite=true"):
+        predict(config, model, meta, manifest)
+
+
+def test_predict_on_a_folder_of_images(bundle, tmp_path):
+    model, meta = load_bundle(bundle)
+    write_pngs(tmp_path / "imgs" / "sub", ["a", "b", "c"], size=48)
+    (tmp_path / "imgs" / "broken.png").write_bytes(b"nope")
+    config = PredictConfig(model=str(bundle), images=str(tmp_path / "imgs"), output_dir=str(tmp_path / "out"),
+                           n_samples=3)
+    result = predict(config, model, meta)
+    predictions = read_predictions(result.samples_path)
+    assert list(predictions.id_str) == ["sub/a.png", "sub/b.png", "sub/c.png"]  # the broken file is skipped
+
+
+def test_predict_settings_are_checked():
+    with pytest.raises(ValueError, match="exactly one of shards"):
+        PredictConfig(model="m")
+    with pytest.raises(ValueError, match="format must be one of"):
+        PredictConfig(model="m", shards="s", format="csv")
+    with pytest.raises(ValueError, match="n_samples must be >= 2"):
+        EvaluateConfig(model="m", shards="s", n_samples=1)
+
+
+def test_evaluate_logs_metrics_coverage_and_figures(bundle, tiny_shards, sqlite_tracking):
+    model, meta = load_bundle(bundle)
+    manifest = Manifest.read(tiny_shards)
+    mc, single, counts, images = predict_split(model, meta, manifest, "test", n_samples=10, batch_size=4)
+    assert mc.samples.shape[2] == 10 and single.samples.shape[2] == 1
+    assert len(images) == len(mc.id_str) == counts.shape[0] == manifest.counts["test"]
+    # the deterministic pass is the dropout-free network: the MC mean scatters around it
+    assert not np.allclose(mc.samples[..., 0], single.samples[..., 0])
+
+    result = evaluate(mc, single, counts, images)
+    for key in ("rmse", "mae", "smooth-or-featured_rmse", "smooth-or-featured_accuracy", "coverage_error_w5",
+                "coverage_error_w10", "mc_loglik", "deterministic_loglik", "loglik_gain"):
+        assert key in result.metrics, key
+    assert set(result.coverage["width"]) >= set(range(16))
+
+    with mlflow.start_run() as run:
+        tracking.log_evaluation(result, "test")
+    client = MlflowClient(sqlite_tracking)
+    logged = client.get_run(run.info.run_id).data.metrics
+    assert "test_rmse" in logged and "test_smooth-or-featured_rmse" in logged and "test_coverage_error_w5" in logged
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"coverage.json", "coverage.csv", "coverage_votes.png", "coverage_fraction.png", "calibration.png",
+            "posterior_examples.png", "confusion_matrices.png", "confusion"} <= artifacts
