@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import json
 import os
 from pathlib import Path
 from typing import get_type_hints
@@ -17,14 +18,8 @@ from typing import get_type_hints
 import click
 
 from zoobot.catalog import CatalogError
-from zoobot.convert import ConvertConfig
-from zoobot.evaluate import EvaluateConfig
 from zoobot.manifest import ManifestError
-from zoobot.model import ModelConfig
-from zoobot.predict import PredictConfig
 from zoobot.schema import SchemaError
-from zoobot.simulate import SimulateConfig
-from zoobot.train import TrainConfig
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's start-up chatter hides the step's own output
 
@@ -72,121 +67,229 @@ def user_errors(function):
     return wrapper
 
 
-@click.group(help=__doc__.split("\n\n")[0])
+class LazyGroup(click.Group):
+    """Builds a subcommand only when it is asked for, so `zoobot --help` and the worker processes
+    that re-import the main script (multiprocessing's spawn and forkserver do) never load
+    TensorFlow just to list the commands."""
+
+    def list_commands(self, ctx):
+        return list(COMMANDS)
+
+    def get_command(self, ctx, name):
+        build = COMMANDS.get(name)
+        return build() if build else None
+
+
+@click.group(cls=LazyGroup, help=__doc__.split("\n\n")[0])
 @click.version_option(package_name="zoobot")
 def main():
     pass
 
 
-@main.command(help="Simulate a Galaxy Zoo survey: galaxy images and volunteer votes from known morphology.")
-@options_from(SimulateConfig)
-@user_errors
-def simulate(**options):
-    from zoobot import tracking
-    from zoobot.simulate import simulate_survey
 
-    config = SimulateConfig(**options)
-    with tracking.step_run("simulate", config, tags={tracking.TAG_SCHEMA: config.schema}):
-        result = simulate_survey(config, progress=True)
-        tracking.log_simulation(result)
-    click.echo(f"Wrote {len(result.catalog)} galaxies: {result.catalog_path}")
+def _simulate() -> click.Command:
+    from zoobot.simulate import SimulateConfig
 
+    @click.command(name="simulate", help="Simulate a Galaxy Zoo survey: galaxy images and volunteer votes from known morphology.")
+    @options_from(SimulateConfig)
+    @user_errors
+    def simulate(**options):
+        from zoobot import tracking
+        from zoobot.simulate import simulate_survey
 
-@main.command(help="Convert a catalog and its images into TFRecord shards with a manifest.json.")
-@options_from(ConvertConfig)
-@user_errors
-def convert(**options):
-    from zoobot import tracking
-    from zoobot.convert import convert as run_convert
+        config = SimulateConfig(**options)
+        with tracking.step_run("simulate", config, tags={tracking.TAG_SCHEMA: config.schema}):
+            result = simulate_survey(config, progress=True)
+            tracking.log_simulation(result)
+        click.echo(f"Wrote {len(result.catalog)} galaxies: {result.catalog_path}")
 
-    config = ConvertConfig(**options)
-    with tracking.step_run("convert", config):
-        if tracking.is_uri(config.catalog):
-            catalog = tracking.resolve_local_file(config.catalog)
-            config = dataclasses.replace(config, catalog=str(catalog))
-        result = run_convert(config, progress=True)
-        tracking.log_conversion(result, config)
-    counts = ", ".join(f"{k}={v}" for k, v in result.manifest.counts.items())
-    click.echo(f"Wrote shards to {result.manifest.root} ({counts}); {len(result.rejected)} rows set aside"
-               + (f", listed in {result.manifest.root / 'rejected.csv'}" if len(result.rejected) else "") + ".")
+    return simulate
 
 
+def _convert() -> click.Command:
+    from zoobot.convert import ConvertConfig
 
-@main.command(help="Train a Bayesian CNN on shards; resumable, logged, and registered in the MLflow registry.")
-@options_from(TrainConfig, ModelConfig)
-@user_errors
-def train(**options):
-    from zoobot import train as training
-    from zoobot import tracking
-    from zoobot.manifest import Manifest
+    @click.command(name="convert", help="Convert a catalog and its images into TFRecord shards with a manifest.json.")
+    @options_from(ConvertConfig)
+    @user_errors
+    def convert(**options):
+        from zoobot import tracking
+        from zoobot.convert import convert as run_convert
 
-    config, model_config = split_options(options, TrainConfig, ModelConfig)
-    strategy = training.make_strategy(config)  # first: logical CPUs must be set before TensorFlow starts
-    shards = tracking.resolve_local(config.shards, "shards")
-    manifest = Manifest.read(shards)
-    key = training.checkpoint_key(tracking.file_digest(shards / "manifest.json"), config, model_config)
-    checkpoint = training.Checkpoint(Path(config.checkpoint_dir) if config.checkpoint_dir
-                                     else training.default_checkpoint_dir(key))
-    if checkpoint.state["finished"]:
-        checkpoint.reset()  # a finished job run again is a new training, not a resume
-    resume = checkpoint.meta.get("run_id") if checkpoint.epoch else None
-    tags = {"architecture": model_config.architecture, "output": model_config.output,
-            tracking.TAG_SCHEMA: manifest.schema["name"]}
-    with tracking.resume_or_start("train", dataclasses.asdict(config) | dataclasses.asdict(model_config),
-                                  resume, tags) as run:
-        checkpoint.meta["run_id"] = run.info.run_id
-        if resume:
-            click.echo(f"Resuming run {resume} from epoch {checkpoint.epoch} ({checkpoint.folder})")
-            tracking.backfill_history(checkpoint.state["history"])
-        result = training.train(config, model_config, manifest, checkpoint, strategy,
-                                callbacks=[tracking.metrics_logger()] if training.is_chief(strategy) else [])
+        config = ConvertConfig(**options)
+        with tracking.step_run("convert", config):
+            if tracking.is_uri(config.catalog):
+                catalog = tracking.resolve_local_file(config.catalog)
+                config = dataclasses.replace(config, catalog=str(catalog))
+            result = run_convert(config, progress=True)
+            tracking.log_conversion(result, config)
+        counts = ", ".join(f"{k}={v}" for k, v in result.manifest.counts.items())
+        click.echo(f"Wrote shards to {result.manifest.root} ({counts}); {len(result.rejected)} rows set aside"
+                   + (f", listed in {result.manifest.root / 'rejected.csv'}" if len(result.rejected) else "") + ".")
+
+
+    return convert
+
+
+def _train() -> click.Command:
+    from zoobot.train import TrainConfig
+    from zoobot.model import ModelConfig
+
+    @click.command(name="train", help="Train a Bayesian CNN on shards; resumable, logged, and registered in the MLflow registry.")
+    @options_from(TrainConfig, ModelConfig)
+    @user_errors
+    def train(**options):
+        from zoobot import train as training
+        from zoobot import tracking
+        from zoobot.manifest import Manifest
+
+        config, model_config = split_options(options, TrainConfig, ModelConfig)
+        strategy = training.make_strategy(config)  # first: logical CPUs must be set before TensorFlow starts
+        shards = tracking.resolve_local(config.shards, "shards")
+        manifest = Manifest.read(shards)
+        key = training.checkpoint_key(tracking.file_digest(shards / "manifest.json"), config, model_config)
+        checkpoint = training.Checkpoint(Path(config.checkpoint_dir) if config.checkpoint_dir
+                                         else training.default_checkpoint_dir(key))
+        if checkpoint.state["finished"]:
+            checkpoint.reset()  # a finished job run again is a new training, not a resume
+        resume = checkpoint.meta.get("run_id") if checkpoint.epoch else None
+        tags = {"architecture": model_config.architecture, "output": model_config.output,
+                tracking.TAG_SCHEMA: manifest.schema["name"]}
+        with tracking.resume_or_start("train", dataclasses.asdict(config) | dataclasses.asdict(model_config),
+                                      resume, tags) as run:
+            checkpoint.meta["run_id"] = run.info.run_id
+            if resume:
+                click.echo(f"Resuming run {resume} from epoch {checkpoint.epoch} ({checkpoint.folder})")
+                tracking.backfill_history(checkpoint.state["history"])
+            result = training.train(config, model_config, manifest, checkpoint, strategy,
+                                    callbacks=[tracking.metrics_logger()] if training.is_chief(strategy) else [])
+            if training.is_chief(strategy):
+                logged = tracking.log_training(result, manifest, config, model_config, strategy.num_replicas_in_sync)
         if training.is_chief(strategy):
-            logged = tracking.log_training(result, manifest, config, model_config, strategy.num_replicas_in_sync)
-    if training.is_chief(strategy):
-        click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
-                   f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
-                                               f"{logged['registered_version']}" if logged["registered_version"] else "")
-                   + (" (champion)" if logged["champion"] else ""))
+            click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
+                       f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
+                                                   f"{logged['registered_version']}" if logged["registered_version"] else "")
+                       + (" (champion)" if logged["champion"] else ""))
+
+    return train
 
 
-@main.command(help="MC-dropout predictions for every galaxy of a shard set or an image folder.")
-@options_from(PredictConfig)
-@user_errors
-def predict(**options):
-    from zoobot import tracking
-    from zoobot.manifest import Manifest
-    from zoobot.model import load_bundle
-    from zoobot.predict import predict as run_predict
+def _predict() -> click.Command:
+    from zoobot.predict import PredictConfig
 
-    (config,) = split_options(options, PredictConfig)
-    with tracking.step_run("predict", config):
-        model, meta = load_bundle(tracking.local_model_path(config.model))
-        manifest = Manifest.read(tracking.resolve_local(config.shards, "shards")) if config.shards else None
-        result = run_predict(config, model, meta, manifest, progress=True)
-        tracking.log_prediction(result)
-    click.echo(f"Predicted {result.n_galaxies} galaxies ({result.n_galaxies / result.seconds:.0f}/s): "
-               f"{result.samples_path}, {result.summary_path}")
+    @click.command(name="predict", help="MC-dropout predictions for every galaxy of a shard set or an image folder.")
+    @options_from(PredictConfig)
+    @user_errors
+    def predict(**options):
+        from zoobot import tracking
+        from zoobot.manifest import Manifest
+        from zoobot.model import load_bundle
+        from zoobot.predict import predict as run_predict
+
+        (config,) = split_options(options, PredictConfig)
+        with tracking.step_run("predict", config):
+            model, meta = load_bundle(tracking.local_model_path(config.model))
+            manifest = Manifest.read(tracking.resolve_local(config.shards, "shards")) if config.shards else None
+            result = run_predict(config, model, meta, manifest, progress=True)
+            tracking.log_prediction(result)
+        click.echo(f"Predicted {result.n_galaxies} galaxies ({result.n_galaxies / result.seconds:.0f}/s): "
+                   f"{result.samples_path}, {result.summary_path}")
+
+    return predict
 
 
-@main.command(help="Evaluate a model on a labelled split: errors, coverage, calibration, Bayesian gain.")
-@options_from(EvaluateConfig)
-@user_errors
-def evaluate(**options):
-    from zoobot import tracking
-    from zoobot.evaluate import evaluate as run_evaluate
-    from zoobot.manifest import Manifest
-    from zoobot.model import load_bundle
-    from zoobot.predict import predict_split
+def _evaluate() -> click.Command:
+    from zoobot.evaluate import EvaluateConfig
 
-    (config,) = split_options(options, EvaluateConfig)
-    with tracking.step_run("evaluate", config):
-        model, meta = load_bundle(tracking.local_model_path(config.model))
-        manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
-        result = run_evaluate(*predict_split(model, meta, manifest, config.split, config.n_samples,
-                                             config.batch_size))
-        tracking.log_evaluation(result, config.split)
-    shown = {k: round(v, 4) for k, v in result.metrics.items() if "_" not in k or k.startswith("coverage_error")}
-    click.echo(f"{config.split}: {shown}")
+    @click.command(name="evaluate", help="Evaluate a model on a labelled split: errors, coverage, calibration, Bayesian gain.")
+    @options_from(EvaluateConfig)
+    @user_errors
+    def evaluate(**options):
+        from zoobot import tracking
+        from zoobot.evaluate import evaluate as run_evaluate
+        from zoobot.manifest import Manifest
+        from zoobot.model import load_bundle
+        from zoobot.predict import predict_split
+
+        (config,) = split_options(options, EvaluateConfig)
+        with tracking.step_run("evaluate", config):
+            model, meta = load_bundle(tracking.local_model_path(config.model))
+            manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
+            result = run_evaluate(*predict_split(model, meta, manifest, config.split, config.n_samples,
+                                                 config.batch_size))
+            tracking.log_evaluation(result, config.split)
+        shown = {k: round(v, 4) for k, v in result.metrics.items() if "_" not in k or k.startswith("coverage_error")}
+        click.echo(f"{config.split}: {shown}")
+
+    return evaluate
+
+
+
+def _al_iteration() -> click.Command:
+    from zoobot.active_learning import ALConfig
+    from zoobot.model import ModelConfig
+
+    @click.command(name="al_iteration", help="One active-learning iteration: train, predict the pool, acquire, "
+                                             "request labels, ingest them. Resumable at every stage.")
+    @options_from(ALConfig, ModelConfig)
+    @user_errors
+    def al_iteration(**options):
+        from zoobot.campaign import run_logged_iteration
+
+        config, model_config = split_options(options, ALConfig, ModelConfig)
+        outcome, state = run_logged_iteration(config, model_config, arm=config.acquisition)
+        status = ("waiting for volunteers' labels: rerun with --labels-file" if outcome.waiting_for_labels
+                  else f"{outcome.n_labelled} galaxies labelled")
+        click.echo(f"Iteration {outcome.iteration} ({', '.join(outcome.stages_run) or 'nothing left to do'}): "
+                   f"acquired {len(outcome.acquired)}; {status}.")
+
+    return al_iteration
+
+
+def _active_learning() -> click.Command:
+    from zoobot.active_learning import CampaignConfig
+    from zoobot.model import ModelConfig
+
+    @click.command(name="active_learning", help="A simulated campaign: several acquisition arms, each for N "
+                                                "iterations, as nested runs; learning curves and label saving.")
+    @options_from(CampaignConfig, ModelConfig)
+    @user_errors
+    def active_learning(**options):
+        from zoobot import tracking
+        from zoobot.active_learning import labels_needed
+        from zoobot.campaign import learning_curve, run_logged_iteration
+        from zoobot.pool import PoolState
+
+        config, model_config = split_options(options, CampaignConfig, ModelConfig)
+        parent_file = Path(config.work_dir) / "campaign_run.json"
+        resume = json.loads(parent_file.read_text())["run_id"] if parent_file.is_file() else None
+        with tracking.resume_or_start("active_learning", dataclasses.asdict(config) | dataclasses.asdict(model_config),
+                                      resume) as parent:
+            parent_file.parent.mkdir(parents=True, exist_ok=True)
+            parent_file.write_text(json.dumps({"run_id": parent.info.run_id}))
+            curves = {}
+            for arm in config.arm_list:
+                arm_config = config.arm_config(arm)
+                while True:
+                    state_path = Path(arm_config.state)
+                    if state_path.exists():
+                        with PoolState.open(state_path) as state:
+                            if state.current_iteration() > config.iterations:
+                                curves[arm] = learning_curve(state)
+                                break
+                    outcome, state = run_logged_iteration(arm_config, model_config, arm=arm, nested=True)
+                    click.echo(f"{arm}: iteration {outcome.iteration} done, {outcome.n_labelled} labelled")
+                    state.close()
+            saving, reason = labels_needed(curves)
+            tracking.log_learning_curves(curves, saving, reason)
+        click.echo(f"Label saving of the best arm over random: {saving:.1%}" if saving == saving
+                   else f"Label saving not computed: {reason}")
+
+    return active_learning
+
+
+COMMANDS = {"simulate": _simulate, "convert": _convert, "train": _train, "predict": _predict, "evaluate": _evaluate,
+            "al_iteration": _al_iteration, "active_learning": _active_learning}
 
 
 if __name__ == "__main__":

@@ -228,3 +228,37 @@ def confusion_matrices(matrices: dict) -> plt.Figure:
         ax.set_title(question, fontsize=9)
     fig.tight_layout()
     return fig
+
+
+def score_histogram(scores: np.ndarray, acquired: np.ndarray) -> plt.Figure:
+    """Acquisition scores of the pool, with the acquired galaxies' scores shaded."""
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    bins = np.histogram_bin_edges(scores, bins=40)
+    ax.hist(scores, bins=bins, color="0.7", label=f"pool ({len(scores)})")
+    ax.hist(scores[acquired], bins=bins, color="tab:red", label=f"acquired ({int(acquired.sum())})")
+    ax.set_xlabel("acquisition score")
+    ax.set_ylabel("galaxies")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def learning_curves(curves: dict, saving: float | None = None,
+                    metrics: tuple[str, ...] = ("test_loss", "test_fraction_rmse")) -> plt.Figure:
+    """Each arm's test metrics against the number of labelled galaxies, one panel per metric."""
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.5 * len(metrics), 4), squeeze=False)
+    for ax, metric in zip(axes[0], metrics):
+        for arm, curve in curves.items():
+            if metric in curve:
+                curve = curve.sort_values("n_labelled")
+                ax.plot(curve["n_labelled"], curve[metric], marker="o", label=arm)
+        ax.set_xlabel("labelled galaxies")
+        ax.set_ylabel(metric)
+        ax.legend()
+    if "random" in curves and "test_loss" in curves["random"]:
+        axes[0, 0].axhline(curves["random"]["test_loss"].iloc[-1], color="0.6", ls=":", label="random's final")
+    if saving is not None:
+        text = "label saving: n/a" if not np.isfinite(saving) else f"label saving vs random: {saving:.0%}"
+        fig.suptitle(text)
+    fig.tight_layout()
+    return fig

@@ -305,6 +305,8 @@ def crown_if_better(name: str, version: str, val_loss: float, alias: str) -> boo
 
 # MLflow suggests type hints on predict when a PythonModel is defined; this one's signature is explicit.
 warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+# The signature is explicit; an input example would make MLflow run the model while logging it.
+warnings.filterwarnings("ignore", message=".*An input example was not provided")
 
 
 class ZoobotPyfunc(mlflow.pyfunc.PythonModel):
@@ -394,3 +396,85 @@ def _log_csv(frame: pd.DataFrame, artifact_file: str) -> None:
         frame.to_csv(path, index=False)
         folder = str(Path(artifact_file).parent)
         mlflow.log_artifact(str(path), artifact_path=None if folder == "." else folder)
+
+
+# -- active learning ---------------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def iteration_run(runs_file: Path, key: str, config, tags: dict, nested: bool):
+    """The MLflow run of one active-learning iteration; a restarted iteration logs into the run
+    it started before (its id is kept in `runs_file` beside the campaign's state)."""
+    runs = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
+    config_dict = asdict(config) if is_dataclass(config) else dict(config)
+    wrapper = os.environ.get("MLFLOW_RUN_ID")
+    if key in runs and wrapper and wrapper != runs[key]:
+        MlflowClient().set_tag(wrapper, "resumed_into", runs[key])
+    with mlflow.start_run(run_id=runs.get(key), nested=nested, run_name=key if key not in runs else None) as run:
+        if key not in runs:
+            runs[key] = run.info.run_id
+            tmp = runs_file.with_suffix(".tmp")
+            tmp.write_text(json.dumps(runs, indent=1))
+            os.replace(tmp, runs_file)
+        existing = MlflowClient().get_run(run.info.run_id).data.params
+        mlflow.log_params({k: _param(v) for k, v in config_dict.items() if k not in existing})
+        mlflow.set_tags({TAG_STEP: "al_iteration", **tags})
+        yield run
+
+
+def register_iteration_model(model, manifest, model_config, name: str, val_loss: float) -> dict:
+    """Each iteration's model becomes a version of `name` (no alias: the campaign decides)."""
+    from types import SimpleNamespace
+
+    logged = log_model(model, manifest, SimpleNamespace(registered_model_name=name, champion_alias=""),
+                       model_config, val_loss)
+    return {"registered_model": name, "registered_version": logged["registered_version"],
+            "model_uri": logged["model_uri"]}
+
+
+def log_iteration(outcome, state, manifest) -> None:
+    """One iteration's record: counts, test metrics, scores, what was acquired and what it looks like."""
+    import numpy as np
+
+    from zoobot.images import ImageSpec, read_image
+
+    step = outcome.iteration
+    info = outcome.train_info
+    metrics = {"iteration": step, "n_labelled": info.get("n_labelled", 0), "n_acquired": len(outcome.acquired),
+               "n_labelled_after": outcome.n_labelled}
+    metrics.update({k: v for k, v in info.items() if k.startswith("test_") or k in ("best_val_loss", "epochs_run")})
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+    if info.get("registered_version"):
+        mlflow.set_tag("registered_model", f"{info['registered_model']} v{info['registered_version']}")
+    scores = outcome.scores
+    if len(scores):
+        figure = plots.score_histogram(scores["score"].to_numpy(), scores["id_str"].isin(outcome.acquired).to_numpy())
+        mlflow.log_figure(figure, "acquisition_scores.png")
+        plots.plt.close(figure)
+        acquired = scores[scores["id_str"].isin(outcome.acquired)].sort_values("rank")
+        mlflow.log_table(acquired.astype({"id_str": str}), artifact_file="acquired.json")
+        _log_csv(acquired, "acquired.csv")
+        # what was chosen beside what chance would have chosen
+        height, width, channels = manifest.image_shape
+        spec = ImageSpec(size=max(height, 32), channels=channels)
+        rng = np.random.default_rng(step)
+        random_ids = list(rng.choice(scores["id_str"].to_numpy(), size=min(8, len(scores)), replace=False))
+        rows = {}
+        for name, ids in (("acquired (top)", list(acquired["id_str"][:8])), ("random from pool", random_ids)):
+            paths = state.galaxies(ids)["image_path"].tolist()
+            rows[name] = (ids, np.stack([read_image(p, spec) for p in paths]))
+        figure = plots.image_grid(rows, title=f"Iteration {step}: acquired vs random")
+        mlflow.log_figure(figure, "acquired_vs_random.png")
+        plots.plt.close(figure)
+
+
+def log_learning_curves(curves: dict, saving: float, reason: str) -> None:
+    """On the campaign's parent run: every arm's test loss and RMSE against labelled galaxies, and
+    the label saving of the best arm over random."""
+    figure = plots.learning_curves(curves, saving)
+    mlflow.log_figure(figure, "learning_curves.png")
+    plots.plt.close(figure)
+    mlflow.log_metric("label_saving", saving)
+    mlflow.set_tag("label_saving_note", reason or "computed")
+    for arm, curve in curves.items():
+        _log_csv(curve, f"curves/{arm}.csv")

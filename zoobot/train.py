@@ -122,7 +122,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 
 def training_data(manifest: Manifest, split: str, config: TrainConfig, channels: int, training: bool,
                   n_replicas: int = 1) -> tf.data.Dataset:
-    """(images float32 0..255, vote counts float32) batches for Keras.
+    """(images float32 0..255, vote counts float32) batches of one labelled split, for Keras.
 
     With several replicas every batch must split evenly between them, so the ragged last batch is
     dropped (at most batch_size - 1 galaxies an epoch, a different few each epoch when shuffled).
@@ -130,12 +130,17 @@ def training_data(manifest: Manifest, split: str, config: TrainConfig, channels:
     drop = n_replicas > 1
     dataset = make_dataset(manifest, split, batch_size=config.batch_size, shuffle=training, seed=config.seed,
                            drop_remainder=drop)
+    return keras_batches(dataset, manifest.split(split).count, config, channels, training, drop)
+
+
+def keras_batches(dataset: tf.data.Dataset, count: int, config: TrainConfig, channels: int, training: bool,
+                  dropped_remainder: bool = False) -> tf.data.Dataset:
+    """Batches of {'image', 'labels', ...} -> (augmented float32 images, float32 counts) of known length."""
     # TFRecords have no known length; telling tf.data spares Keras a guess (and a warning) each epoch.
-    count = manifest.split(split).count
-    n_batches = count // config.batch_size if drop else -(-count // config.batch_size)
+    n_batches = count // config.batch_size if dropped_remainder else -(-count // config.batch_size)
     if n_batches == 0:
-        raise ValueError(f"The '{split}' split has {count} galaxies, fewer than one batch of {config.batch_size} "
-                         f"over {n_replicas} replicas; use a smaller batch_size.")
+        raise ValueError(f"{count} galaxies are fewer than one batch of {config.batch_size} over the replicas; "
+                         "use a smaller batch_size.")
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
     dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=config.seed)
     return dataset.map(lambda b: (b[FEATURE_IMAGE], tf.cast(b[FEATURE_LABELS], tf.float32)),
@@ -253,14 +258,21 @@ def train(
     checkpoint: Checkpoint,
     strategy: tf.distribute.Strategy | None = None,
     callbacks: list[keras.callbacks.Callback] = (),
+    data: tuple[tf.data.Dataset, tf.data.Dataset] | None = None,
+    initial_weights: Path | None = None,
 ) -> TrainResult:
+    """Fit on the 'train' split (or `data`: (train, validation) Keras batches), validating on
+    'validation'; `initial_weights` warm-starts a fresh job (not a resumed one)."""
     strategy = strategy or tf.distribute.get_strategy()
     schema = manifest.schema_obj
     shape = model_image_shape(manifest, config)
-    replicas = strategy.num_replicas_in_sync
-    train_data = training_data(manifest, "train", config, shape[-1], training=True, n_replicas=replicas)
-    val_split = "validation" if manifest.counts.get("validation") else "train"
-    val_data = training_data(manifest, val_split, config, shape[-1], training=False, n_replicas=replicas)
+    if data is None:
+        replicas = strategy.num_replicas_in_sync
+        train_data = training_data(manifest, "train", config, shape[-1], training=True, n_replicas=replicas)
+        val_split = "validation" if manifest.counts.get("validation") else "train"
+        val_data = training_data(manifest, val_split, config, shape[-1], training=False, n_replicas=replicas)
+    else:
+        train_data, val_data = data
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -269,6 +281,8 @@ def train(
         resumed_from = checkpoint.epoch
         if resumed_from:
             checkpoint.restore(model)
+        elif initial_weights is not None:
+            model.load_weights(initial_weights)
 
     chief = is_chief(strategy)
     stopped_before = checkpoint.state["wait"] >= config.patience

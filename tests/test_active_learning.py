@@ -1,0 +1,151 @@
+"""The active-learning loop driven by fake steps (no TensorFlow, no MLflow): stage order, resume
+after a crash at each stage, acquisition choosing what the fake model is unsure of, label saving."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from zoobot.active_learning import ALConfig, CampaignConfig, Steps, labels_needed, run_iteration
+from zoobot.pool import PoolState
+from zoobot.predictions import Predictions
+from zoobot.schema import GZ_DECALS
+
+N_INITIAL, N_POOL = 6, 30
+
+
+def make_state(path) -> PoolState:
+    rng = np.random.default_rng(0)
+    ids = [f"g{i:03d}" for i in range(N_INITIAL + N_POOL)]
+    galaxies = pd.DataFrame({"id_str": ids, "split": ["train"] * N_INITIAL + ["pool"] * N_POOL})
+    labelled = pd.DataFrame(rng.integers(0, 10, (N_INITIAL, GZ_DECALS.n_answers)), columns=list(GZ_DECALS.label_cols))
+    labelled.insert(0, "id_str", ids[:N_INITIAL])
+    return PoolState.create(path, GZ_DECALS, galaxies, labelled)
+
+
+def uncertain(id_str: str) -> bool:
+    return int(id_str[1:]) % 3 == 0  # the fake model disagrees with itself about every third galaxy
+
+
+class FakeWorld:
+    """A fake model whose MC samples disagree on chosen galaxies, and an oracle that knows everything."""
+
+    def __init__(self, fail_at: str | None = None):
+        self.fail_at, self.calls = fail_at, []
+
+    def steps(self) -> Steps:
+        return Steps(train=self.train, predict=self.predict, request=self.request, labels=self.labels)
+
+    def _maybe_fail(self, stage):
+        self.calls.append(stage)
+        if stage == self.fail_at:
+            self.fail_at = None
+            raise KeyboardInterrupt(f"killed during {stage}")
+
+    def train(self, iteration, state):
+        self._maybe_fail("train")
+        return {"n_labelled": state.n_labelled(), "test_loss": 10.0 / state.n_labelled()}
+
+    def predict(self, iteration, ids, info):
+        self._maybe_fail("predict")
+        rng = np.random.default_rng(iteration)
+        for start in range(0, len(ids), 7):  # chunks, as a real pool would come
+            chunk = np.array(ids[start:start + 7])
+            samples = np.full((len(chunk), GZ_DECALS.n_answers, 8), 10.0)
+            for i, id_str in enumerate(chunk):
+                if uncertain(id_str):
+                    samples[i, 0, :] = rng.choice([1.0, 90.0], size=8)
+            yield Predictions(chunk, samples, "dirichlet", GZ_DECALS)
+
+    def request(self, iteration, ids):
+        self._maybe_fail("request")
+        return {"n_requested": len(ids)}
+
+    def labels(self, iteration, ids):
+        self._maybe_fail("ingest")
+        frame = pd.DataFrame(np.ones((len(ids), GZ_DECALS.n_answers), dtype=int), columns=list(GZ_DECALS.label_cols))
+        frame.insert(0, "id_str", ids)
+        return frame
+
+
+def config(**kw):
+    return ALConfig(state="unused", n_acquire=4, **kw)
+
+
+def test_one_iteration_runs_every_stage_and_acquires_the_uncertain(tmp_path):
+    world = FakeWorld()
+    with make_state(tmp_path / "s.db") as state:
+        outcome = run_iteration(state, world.steps(), config())
+        assert outcome.stages_run == ("train", "predict", "acquire", "request", "ingest")
+        assert all(uncertain(i) for i in outcome.acquired) and len(outcome.acquired) == 4
+        assert outcome.n_labelled == N_INITIAL + 4
+        assert len(outcome.scores) == N_POOL
+        assert state.current_iteration() == 2
+        state.check_invariants()
+
+
+@pytest.mark.parametrize("stage", ["train", "predict", "request", "ingest"])
+def test_a_crash_in_any_stage_resumes_to_the_same_labelled_set(tmp_path, stage):
+    with make_state(tmp_path / "clean.db") as state:
+        for _ in range(2):
+            run_iteration(state, FakeWorld().steps(), config())
+        expected = sorted(state.labelled_ids())
+
+    world = FakeWorld(fail_at=stage)
+    with make_state(tmp_path / "crash.db") as state:
+        with pytest.raises(KeyboardInterrupt):
+            run_iteration(state, world.steps(), config())
+        state.check_invariants()
+    with PoolState.open(tmp_path / "crash.db") as state:  # a new process, as after SIGKILL
+        outcome = run_iteration(state, world.steps(), config())
+        assert outcome.stages_run[0] == stage  # finished stages are not run again
+        run_iteration(state, world.steps(), config())
+        assert sorted(state.labelled_ids()) == expected
+        state.check_invariants()
+
+
+def test_random_arm_is_reproducible_and_differs_from_bald(tmp_path):
+    picks = []
+    for name, arm in (("a", "random"), ("b", "random"), ("c", "bald")):
+        with make_state(tmp_path / f"{name}.db") as state:
+            picks.append(run_iteration(state, FakeWorld().steps(), config(acquisition=arm)).acquired)
+    assert picks[0] == picks[1] and set(picks[0]) != set(picks[2])
+
+
+def test_zooniverse_oracle_waits_for_labels(tmp_path):
+    world = FakeWorld()
+    steps = Steps(train=world.train, predict=world.predict, request=world.request, labels=lambda i, ids: None)
+    with make_state(tmp_path / "s.db") as state:
+        outcome = run_iteration(state, steps, config(oracle="zooniverse"))
+        assert outcome.waiting_for_labels and "ingest" not in outcome.stages_run
+        again = run_iteration(state, world.steps(), config(oracle="zooniverse"))
+        assert again.stages_run == ("ingest",) and again.n_labelled == N_INITIAL + 4
+
+
+def curve(points):
+    return pd.DataFrame(points, columns=["n_labelled", "test_loss"])
+
+
+def test_label_saving_interpolates_where_the_best_arm_reaches_random():
+    curves = {"random": curve([(100, 5.0), (200, 4.0), (300, 3.0)]),
+              "bald": curve([(100, 5.0), (200, 3.5), (300, 2.5)])}
+    saving, reason = labels_needed(curves)
+    # bald reaches 3.0 halfway between 200 (3.5) and 300 (2.5): 250 labels against random's 300
+    assert saving == pytest.approx(1 - 250 / 300) and reason == ""
+
+
+@pytest.mark.parametrize("curves, why", [
+    ({"bald": curve([(1, 1.0), (2, 0.5)])}, "no 'random' arm"),
+    ({"random": curve([(1, 1.0)]), "bald": curve([(1, 1.0)])}, "at least two iterations"),
+    ({"random": curve([(1, 2.0), (2, 1.0)]), "bald": curve([(1, 3.0), (2, 2.0)])}, "no arm reached"),
+])
+def test_label_saving_is_nan_with_a_reason(curves, why):
+    saving, reason = labels_needed(curves)
+    assert np.isnan(saving) and why in reason
+
+
+def test_campaign_config_gives_each_arm_its_own_state():
+    campaign = CampaignConfig(shards="s", arms="bald, random", work_dir="w")
+    assert campaign.arm_list == ["bald", "random"]
+    assert campaign.arm_config("bald").state.endswith("w/bald/state.db")
+    with pytest.raises(ValueError, match="oracle must be"):
+        ALConfig(state="x", oracle="email")
