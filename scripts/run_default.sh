@@ -5,9 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+export PATH="$PWD/.venv/bin:$PATH"  # the entry points run `python`: the project's own
 export TF_CPP_MIN_LOG_LEVEL=${TF_CPP_MIN_LOG_LEVEL:-2}
 export MLFLOW_TRACKING_URI=${MLFLOW_TRACKING_URI:-sqlite:///$PWD/mlflow.db}
-.venv/bin/mlflow run . --env-manager local --experiment-name zoobot-default "$@"
+mlflow run . --env-manager local --experiment-name zoobot-default "$@"
 echo
 echo "Done. Browse the runs with:"
 echo "  .venv/bin/mlflow ui --backend-store-uri $MLFLOW_TRACKING_URI --port 5000"

@@ -107,3 +107,18 @@ def test_convert_on_the_embedded_default_store_takes_the_catalog_by_run_uri(tmp_
     assert "shards" not in {a.path for a in client.list_artifacts(run.info.run_id)}
     with sqlite3.connect(db) as connection:
         assert connection.execute("select count(*) from runs").fetchone()[0] == 2
+
+
+def test_main_pipeline_runs_its_steps_as_child_runs_passing_artifact_uris(tmp_path):
+    """The README's main job, small: simulate -> convert as children of one parent run."""
+    mlflow_run("main", {"n_galaxies": 24, "image_size": 32, "work_dir": tmp_path / "work"}, None, tmp_path, "main")
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    parent = only_run(client, "main", "main")
+    children = {step: only_run(client, "main", step) for step in ("simulate", "convert")}
+    for child in children.values():
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        assert child.info.status == "FINISHED"
+    survey_uri = f"runs:/{children['simulate'].info.run_id}/survey/catalog.csv"
+    assert children["convert"].data.params["catalog"] == survey_uri
+    assert parent.data.metrics["n_written"] == 24
+    assert Manifest.read(tmp_path / "work" / "shards").counts["train"] > 0
