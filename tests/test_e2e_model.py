@@ -47,6 +47,9 @@ def test_train_predict_evaluate_serve(mlflow_server, tmp_path, monkeypatch):
     assert train_run.data.params["architecture"] == "vgg" and train_run.data.tags["step"] == "train"
     champion = client.get_model_version_by_alias("e2e-galaxies", "champion")
     assert champion.run_id == train_run.info.run_id
+    from zoobot import tracking
+
+    assert tracking.local_model_path(f"runs:/{train_run.info.run_id}").name == "model.keras"  # by run URI too
 
     model_uri = "models:/e2e-galaxies@champion"
     mlflow_run("predict", {"model": model_uri, "shards": tmp_path / "shards", "output_dir": tmp_path / "pred",

@@ -163,3 +163,16 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_shards, tmp_path):
     (run,) = MlflowClient(uri).search_runs(["0"])
     assert run.data.metrics["n_replicas"] == 2
     assert run.data.params["distribution"] == "mirrored"
+
+
+def test_multi_worker_says_plainly_that_keras_3_fit_cannot_use_it(monkeypatch):
+    """Keras 3.15's fit() fails on MultiWorkerMirroredStrategy's per-replica batches (seen here with two
+    worker processes on localhost: 'Attempt to convert a value (PerReplica...)'); the error comes first."""
+    from zoobot.train import make_strategy
+
+    with pytest.raises(ValueError, match="needs TF_CONFIG"):
+        make_strategy(TrainConfig(shards="x", distribution="multi_worker"))
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
+                                                "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ValueError, match="keras-team/keras issue 20585.*distribution=mirrored"):
+        make_strategy(TrainConfig(shards="x", distribution="multi_worker"))

@@ -150,8 +150,13 @@ def _train() -> click.Command:
         key = training.checkpoint_key(tracking.file_digest(shards / "manifest.json"), config, model_config)
         checkpoint = training.Checkpoint(Path(config.checkpoint_dir) if config.checkpoint_dir
                                          else training.default_checkpoint_dir(key))
-        if checkpoint.state["finished"]:
+        chief = training.is_chief(strategy)
+        if chief and checkpoint.state["finished"]:
             checkpoint.reset()  # a finished job run again is a new training, not a resume
+        if not chief:
+            # Other workers of a multi-worker job compute their share and leave the record to the chief.
+            training.train(config, model_config, manifest, checkpoint, strategy)
+            return
         resume = checkpoint.meta.get("run_id") if checkpoint.epoch else None
         tags = {"architecture": model_config.architecture, "output": model_config.output,
                 tracking.TAG_SCHEMA: manifest.schema["name"]}
@@ -162,14 +167,12 @@ def _train() -> click.Command:
                 click.echo(f"Resuming run {resume} from epoch {checkpoint.epoch} ({checkpoint.folder})")
                 tracking.backfill_history(checkpoint.state["history"])
             result = training.train(config, model_config, manifest, checkpoint, strategy,
-                                    callbacks=[tracking.metrics_logger()] if training.is_chief(strategy) else [])
-            if training.is_chief(strategy):
-                logged = tracking.log_training(result, manifest, config, model_config, strategy.num_replicas_in_sync)
-        if training.is_chief(strategy):
-            click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
-                       f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
-                                                   f"{logged['registered_version']}" if logged["registered_version"] else "")
-                       + (" (champion)" if logged["champion"] else ""))
+                                    callbacks=[tracking.metrics_logger()])
+            logged = tracking.log_training(result, manifest, config, model_config, strategy.num_replicas_in_sync)
+        click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
+                   f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
+                                               f"{logged['registered_version']}" if logged["registered_version"] else "")
+                   + (" (champion)" if logged["champion"] else ""))
 
     return train
 
@@ -240,6 +243,9 @@ def _al_iteration() -> click.Command:
         outcome, state = run_logged_iteration(config, model_config, arm=config.acquisition)
         status = ("waiting for volunteers' labels: rerun with --labels-file" if outcome.waiting_for_labels
                   else f"{outcome.n_labelled} galaxies labelled")
+        if "ingest" in outcome.stages_run and state.stage_info(outcome.iteration, "ingest").get("n_rejected"):
+            status += (f"; {state.stage_info(outcome.iteration, 'ingest')['n_rejected']} vote rows were set aside "
+                       "(their galaxies still await labels: send corrected votes with the next --labels-file)")
         click.echo(f"Iteration {outcome.iteration} ({', '.join(outcome.stages_run) or 'nothing left to do'}): "
                    f"acquired {len(outcome.acquired)}; {status}.")
 

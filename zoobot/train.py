@@ -94,8 +94,14 @@ def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
     if config.distribution == "multi_worker":
         if "TF_CONFIG" not in os.environ:
             raise ValueError("distribution=multi_worker needs TF_CONFIG describing the cluster and this worker's "
-                             "task; see the README's 'Scale' section.")
-        return tf.distribute.MultiWorkerMirroredStrategy()
+                             "task.")
+        # Keras 3's model.fit cannot yet consume MultiWorkerMirroredStrategy's per-replica batches
+        # (keras-team/keras#20585): it fails inside fit with "Attempt to convert a value (PerReplica...)".
+        # Say so up front instead of after the workers have connected.
+        raise ValueError(
+            "distribution=multi_worker is not available: Keras 3's model.fit does not support "
+            "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras issue 20585). Use distribution=mirrored "
+            "for several GPUs or CPUs on one machine.")
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy()
