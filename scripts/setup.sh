@@ -4,6 +4,7 @@
 # PYTHON=/path/to/python3.11 picks the interpreter (Python 3.11 or newer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+bash scripts/system_deps.sh
 
 PYTHON=${PYTHON:-python3}
 if ! "$PYTHON" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null; then
@@ -20,6 +21,6 @@ want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
   echo "Installing Zoobot and its dependencies into .venv (a few minutes the first time)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e ".[test]"
+  .venv/bin/python -m pip install --quiet -e ".[test,server,spark]"
   echo "$want" > "$stamp"
 fi

@@ -150,28 +150,54 @@ def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 90) -> N
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-@pytest.fixture(scope="session")
-def mlflow_server(tmp_path_factory):
-    """A real `mlflow server` process on localhost with a SQLite store and served artifacts."""
-    root = tmp_path_factory.mktemp("mlflow_server")
-    port = free_port()
-    log = open(root / "server.log", "wb")
-    process = subprocess.Popen(
-        [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri", f"sqlite:///{root}/mlflow.db",
-         "--artifacts-destination", str(root / "artifacts"), "--host", "127.0.0.1", "--port", str(port),
-         "--workers", "1"],
-        stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+def start_mlflow_server(root: Path, port: int | None = None, backend_store_uri: str | None = None,
+                        extra_args: tuple[str, ...] = (), env: dict | None = None) -> tuple[subprocess.Popen, str]:
+    """A real `mlflow server` process on localhost (SQLite store and served artifacts in `root`
+    unless told otherwise), its output appended to root/server.log; returns (process, uri) once
+    /health answers."""
+    port = port or free_port()
+    with open(root / "server.log", "ab") as log:
+        process = subprocess.Popen(
+            [str(VENV_BIN / "mlflow"), "server", "--backend-store-uri",
+             backend_store_uri or f"sqlite:///{root}/mlflow.db", "--artifacts-destination", str(root / "artifacts"),
+             "--host", "127.0.0.1", "--port", str(port), "--workers", "1", *extra_args],
+            stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            # no GenAI job runner (a job consumer per core) for a tracking-only test server
+            env={**(env or os.environ), "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     try:
         wait_for_http(f"{uri}/health", process)
+    except BaseException:
+        stop_process_group(process, grace=0)
+        raise
+    return process, uri
+
+
+def stop_process_group(process: subprocess.Popen, grace: float = 5, sig=signal.SIGTERM) -> None:
+    """Stop a server started with start_new_session and all its workers: `sig`, then SIGKILL to the
+    whole group after `grace` s (MLflow's workers and job consumers outlive their parent otherwise;
+    they hold nothing unsaved, as the stores commit every write)."""
+    for signal_ in ((sig, signal.SIGKILL) if grace else (signal.SIGKILL,)):
+        try:
+            os.killpg(process.pid, signal_)
+        except ProcessLookupError:
+            break
+        try:
+            process.wait(timeout=grace or 30)
+        except subprocess.TimeoutExpired:
+            pass
+    if process.poll() is None:
+        process.wait(timeout=30)
+
+
+@pytest.fixture(scope="session")
+def mlflow_server(tmp_path_factory):
+    """A real `mlflow server` process on localhost with a SQLite store and served artifacts."""
+    process, uri = start_mlflow_server(tmp_path_factory.mktemp("mlflow_server"))
+    try:
         yield uri
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-        log.close()
+        stop_process_group(process)
 
 
 def mlflow_run(entry_point: str, params: dict, tracking_uri: str | None, cwd: Path, experiment: str,

@@ -109,16 +109,54 @@ def test_convert_on_the_embedded_default_store_takes_the_catalog_by_run_uri(tmp_
         assert connection.execute("select count(*) from runs").fetchone()[0] == 2
 
 
-def test_main_pipeline_runs_its_steps_as_child_runs_passing_artifact_uris(tmp_path):
-    """The README's main job, small: simulate -> convert as children of one parent run."""
-    mlflow_run("main", {"n_galaxies": 24, "image_size": 32, "work_dir": tmp_path / "work"}, None, tmp_path, "main")
+TINY_PIPELINE = {"n_galaxies": 60, "image_size": 32, "labelled_size": 16, "epochs": 1, "filters": "4,8",
+                 "dense_units": 16, "al_iterations": 1, "n_acquire": 4, "registered_model_name": "tiny-default"}
+
+
+def test_main_pipeline_runs_every_step_then_reuses_them_and_reruns_what_a_change_invalidates(tmp_path):
+    """The README's main job, small: simulate -> convert -> train -> evaluate -> active_learning as
+    children of one parent, each fed the step before by runs:/ URI; run again, every step is reused;
+    a changed training setting reruns train and what follows, not simulate or convert."""
+    params = {**TINY_PIPELINE, "work_dir": tmp_path / "work"}
+    mlflow_run("main", params, None, tmp_path, "main", timeout=900)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = only_run(client, "main", "main")
-    children = {step: only_run(client, "main", step) for step in ("simulate", "convert")}
-    for child in children.values():
-        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        assert child.info.status == "FINISHED"
-    survey_uri = f"runs:/{children['simulate'].info.run_id}/survey/catalog.csv"
-    assert children["convert"].data.params["catalog"] == survey_uri
-    assert parent.data.metrics["n_written"] == 24
-    assert Manifest.read(tmp_path / "work" / "shards").counts["train"] > 0
+    steps = ("simulate", "convert", "train", "evaluate", "active_learning")
+    children = {step: only_run(client, "main", step) for step in steps}
+    for step, child in children.items():
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id, step
+        assert child.info.status == "FINISHED" and child.data.tags["code_version"], step
+        assert parent.data.tags[f"run.{step}"] == child.info.run_id
+    run_id = {step: child.info.run_id for step, child in children.items()}
+    assert children["convert"].data.params["catalog"] == f"runs:/{run_id['simulate']}/survey/catalog.csv"
+    assert children["train"].data.params["shards"] == f"runs:/{run_id['convert']}/shards"
+    assert children["evaluate"].data.params["model"] == children["train"].data.tags["model_uri"]
+    assert children["active_learning"].data.params["shards"] == f"runs:/{run_id['convert']}/shards"
+    assert {"n_written", "test_rmse", "test_coverage_error_w5", "label_saving"} <= set(parent.data.metrics)
+    assert client.get_model_version_by_alias("tiny-default", "champion").run_id == run_id["train"]
+    assert Manifest.read(tmp_path / "work" / "shards").counts["pool"] > 0
+
+    again = mlflow_run("main", params, None, tmp_path, "main", timeout=900)
+    for step in steps:
+        assert f"--- {step}: reusing run {run_id[step]}" in again.stdout, again.stdout[-3000:]
+        assert len(client.search_runs([parent.info.experiment_id], f"tags.step = '{step}'")) == 1
+
+    changed = mlflow_run("main", {**params, "epochs": 2, "steps": "train,evaluate"}, None, tmp_path, "main",
+                         timeout=900)
+    for step in ("simulate", "convert"):
+        assert f"--- {step}: reusing run {run_id[step]}" in changed.stdout
+    for step in ("train", "evaluate"):
+        runs = client.search_runs([parent.info.experiment_id], f"tags.step = '{step}'")
+        assert len(runs) == 2, step
+    assert len(client.search_runs([parent.info.experiment_id], "tags.step = 'active_learning'")) == 1
+
+    # the experiment's status, generated from the store instead of a hand-edited status.md
+    mlflow_run("report", {"experiment": "main", "sort_by": "test_rmse", "output": tmp_path / "status.md"}, None,
+               tmp_path, "reports")
+    (report_run,) = client.search_runs([client.get_experiment_by_name("reports").experiment_id])
+    assert report_run.data.tags["step"] == "report"
+    assert "status.md" in {a.path for a in client.list_artifacts(report_run.info.run_id)}
+    text = (tmp_path / "status.md").read_text()
+    for section in ("## main runs", "## train runs (2)", "## evaluate runs (2)", "## active_learning runs (1)",
+                    "| tiny-default | @champion |"):
+        assert section in text, section

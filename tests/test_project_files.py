@@ -29,6 +29,24 @@ def _click_command(entry_point: str) -> click.Command:
     return module.main
 
 
+SUBCOMMAND = "what"  # the parameter of a group's entry point (download) that names its subcommand
+
+
+def _options(entry_point: str) -> dict[str, click.Option]:
+    """The command's options; for a group (download catalog|images), those all its subcommands share."""
+    command = _click_command(entry_point)
+    commands = list(command.commands.values()) if isinstance(command, click.Group) else [command]
+    shared = set.intersection(*({p.name for p in c.params if isinstance(p, click.Option)} for c in commands))
+    return {p.name: p for p in commands[0].params if p.name in shared}
+
+
+def _declared(entry_point: str) -> dict:
+    parameters = dict(MLPROJECT["entry_points"][entry_point]["parameters"])
+    if isinstance(_click_command(entry_point), click.Group):
+        parameters.pop(SUBCOMMAND)
+    return parameters
+
+
 def test_every_step_of_the_cli_has_an_entry_point():
     steps = [e for e in ENTRY_POINTS if "entrypoints/step.py" in MLPROJECT["entry_points"][e]["command"]]
     assert set(steps) == set(cli.main.list_commands(None))
@@ -38,10 +56,9 @@ def test_every_step_of_the_cli_has_an_entry_point():
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
 def test_entry_point_parameters_and_defaults_match_the_click_options(entry_point):
-    spec = MLPROJECT["entry_points"][entry_point]
-    options = {p.name: p for p in _click_command(entry_point).params if isinstance(p, click.Option)}
-    assert set(spec["parameters"]) == set(options), "MLproject and the click command declare different parameters"
-    for name, parameter in spec["parameters"].items():
+    options, declared = _options(entry_point), _declared(entry_point)
+    assert set(declared) == set(options), "MLproject and the click command declare different parameters"
+    for name, parameter in declared.items():
         option = options[name]
         if option.required:
             assert "default" not in parameter, f"{name} is required by the CLI but has an MLproject default"
@@ -52,30 +69,38 @@ def test_entry_point_parameters_and_defaults_match_the_click_options(entry_point
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
 def test_entry_point_command_passes_every_parameter_once(entry_point):
-    spec = MLPROJECT["entry_points"][entry_point]
-    words = shlex.split(spec["command"])
+    words = shlex.split(MLPROJECT["entry_points"][entry_point]["command"])
     passed = {w[2:]: words[i + 1] for i, w in enumerate(words) if w.startswith("--")}
-    assert passed == {name: "{" + name + "}" for name in spec["parameters"]}
+    assert passed == {name: "{" + name + "}" for name in _declared(entry_point)}
+    if isinstance(_click_command(entry_point), click.Group):
+        assert words[3] == "{" + SUBCOMMAND + "}"
 
 
 def test_click_defaults_come_from_the_config_dataclasses():
     from zoobot.active_learning import ALConfig, CampaignConfig
     from zoobot.convert import ConvertConfig
+    from zoobot.download import DownloadCatalogConfig, DownloadImagesConfig
     from zoobot.evaluate import EvaluateConfig
     from zoobot.model import ModelConfig
     from zoobot.pipeline import PipelineConfig
     from zoobot.predict import PredictConfig
+    from zoobot.report import ReportConfig
+    from zoobot.benchmark import BenchmarkConfig
     from zoobot.simulate import SimulateConfig
     from zoobot.train import TrainConfig
 
     configs = {"simulate": (SimulateConfig,), "convert": (ConvertConfig,), "train": (TrainConfig, ModelConfig),
                "predict": (PredictConfig,), "evaluate": (EvaluateConfig,), "main": (PipelineConfig,),
-               "al_iteration": (ALConfig, ModelConfig), "active_learning": (CampaignConfig, ModelConfig)}
-    assert set(configs) == set(ENTRY_POINTS)
-    for entry_point, classes in configs.items():
-        options = {p.name: p for p in _click_command(entry_point).params if isinstance(p, click.Option)}
+               "al_iteration": (ALConfig, ModelConfig), "active_learning": (CampaignConfig, ModelConfig),
+               "report": (ReportConfig,), "benchmark": (BenchmarkConfig,), "download catalog": (DownloadCatalogConfig,), "download images": (DownloadImagesConfig,)}
+    assert {name.split()[0] for name in configs} == set(ENTRY_POINTS)
+    for name, classes in configs.items():
+        entry_point, _, subcommand = name.partition(" ")
+        command = _click_command(entry_point)
+        command = command.commands[subcommand] if subcommand else command
+        options = {p.name: p for p in command.params if isinstance(p, click.Option)}
         fields = [f for cls in classes for f in dataclasses.fields(cls) if f.init]
-        assert set(options) == {f.name for f in fields}, entry_point
+        assert set(options) == {f.name for f in fields}, name
         for f in fields:
             if f.default is not dataclasses.MISSING:
                 assert options[f.name].default == f.default, f.name

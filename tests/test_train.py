@@ -47,6 +47,28 @@ def test_resume_continues_from_the_last_epoch_with_the_same_optimizer_state(tiny
     assert len(resumed.history["loss"]) == 4
     # Adam's step count came back with the weights: 4 epochs of ceil(34 / 8) = 5 batches
     assert int(resumed.model.optimizer.iterations.numpy()) == 20
+    # and the resumed job is the job that was never interrupted: every epoch's shuffle, augmentation
+    # and dropout masks come from (seed, epoch), not from generators lost with the process
+    whole = train(tiny_train_config(tiny_shards, epochs=4), model_config, manifest, Checkpoint(tmp_path / "w"))
+    assert resumed.history == whole.history
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_each_epoch_is_a_function_of_the_seed(tiny_shards):
+    from zoobot.train import training_data
+
+    manifest = Manifest.read(tiny_shards)
+    config = tiny_train_config(tiny_shards)
+
+    def first_batch(seed, epoch):
+        data = training_data(manifest, "train", TrainConfig(**{**config.__dict__, "seed": seed}), 3, True,
+                             epoch=epoch)
+        return next(iter(data))[0].numpy()
+
+    np.testing.assert_array_equal(first_batch(0, 3), first_batch(0, 3))
+    assert not np.array_equal(first_batch(0, 3), first_batch(0, 4))
+    assert not np.array_equal(first_batch(0, 3), first_batch(1, 3))
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tiny_shards, tmp_path):
@@ -165,14 +187,42 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_shards, tmp_path):
     assert run.data.params["distribution"] == "mirrored"
 
 
-def test_multi_worker_says_plainly_that_keras_3_fit_cannot_use_it(monkeypatch):
-    """Keras 3.15's fit() fails on MultiWorkerMirroredStrategy's per-replica batches (seen here with two
-    worker processes on localhost: 'Attempt to convert a value (PerReplica...)'); the error comes first."""
+def test_multi_worker_needs_tf_config():
     from zoobot.train import make_strategy
 
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         make_strategy(TrainConfig(shards="x", distribution="multi_worker"))
-    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": {"worker": ["127.0.0.1:1"]},
-                                                "task": {"type": "worker", "index": 0}}))
-    with pytest.raises(ValueError, match="keras-team/keras issue 20585.*distribution=mirrored"):
-        make_strategy(TrainConfig(shards="x", distribution="multi_worker"))
+
+
+@pytest.mark.slow
+def test_multi_worker_training_with_two_worker_processes_on_localhost(tiny_shards, tmp_path):
+    """MultiWorkerMirroredStrategy from TF_CONFIG: two processes, one job; the chief logs and
+    checkpoints, the other worker computes its share and leaves the record alone."""
+    from tests.conftest import free_port
+
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    cluster = {"worker": [f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}"]}
+    processes = []
+    for index in (0, 1):
+        tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": index}})
+        command, env = zoobot_train(tiny_shards, uri, tmp_path, "--epochs", "2", "--distribution", "multi_worker", "--batch-size", "4",
+                                    "--checkpoint-dir", str(tmp_path / "ckpt"), "--registered-model-name", "mw",
+                                    env_extra={"TF_CONFIG": tf_config})
+        processes.append(subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.STDOUT, text=True, start_new_session=True))
+    try:
+        outputs = [p.communicate(timeout=400)[0] for p in processes]
+    finally:
+        for p in processes:
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGKILL)
+    assert [p.returncode for p in processes] == [0, 0], "\n----\n".join(o[-3000:] for o in outputs)
+    assert "Worker finished its share" in outputs[1]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(["0"])  # one run: the chief's
+    assert run.data.metrics["n_replicas"] == 2 and run.data.params["distribution"] == "multi_worker"
+    for key in ("loss", "val_loss", "loss_smooth-or-featured", "val_fraction_rmse"):
+        assert [m.step for m in client.get_metric_history(run.info.run_id, key)] == [1, 2], key
+    assert client.get_model_version_by_alias("mw", "champion").run_id == run.info.run_id
+    state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
+    assert state["epoch"] == 2 and state["finished"]

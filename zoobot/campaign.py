@@ -18,12 +18,12 @@ import tensorflow as tf
 
 from zoobot.active_learning import ALConfig, Steps
 from zoobot.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
-from zoobot.model import ModelConfig, mc_predict, save_bundle, split_trunk_head
+from zoobot.model import ModelConfig, mc_predict, reseed, save_bundle, split_trunk_head
 from zoobot.oracle import SimulatedOracle, export_subjects, read_reduced_votes
 from zoobot.pool import PoolState
 from zoobot.predictions import Predictions
 from zoobot.shards import make_dataset, read_split
-from zoobot.train import Checkpoint, TrainConfig, keras_batches, train
+from zoobot.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train
 
 LABELLED_SPLITS = ("train", "pool")  # where labelled galaxies' records live
 
@@ -76,8 +76,9 @@ def labelled_dataset(manifest: Manifest, ids: list[str], labels: np.ndarray, bat
 
 
 def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_samples: int,
-                     batch_size: int = 256) -> Iterator[Predictions]:
-    """MC-dropout predictions of the pool galaxies `ids`, a batch at a time."""
+                     batch_size: int = 256, seed: int = 0) -> Iterator[Predictions]:
+    """MC-dropout predictions of the pool galaxies `ids`, a batch at a time, in file order, with
+    dropout masks drawn from `seed`: a prediction repeated after a crash gives the same samples."""
     from zoobot import augment
     from zoobot.schema import Schema
 
@@ -87,6 +88,7 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
     dataset = _records(manifest, ("pool",)).filter(lambda r: table.lookup(r[FEATURE_ID]) >= 0).batch(batch_size)
     dataset = augment.prepare(dataset, model.input_shape[-1], augment=False)
     trunk_head = split_trunk_head(model)
+    reseed(model, seed)
     schema = Schema.from_dict(meta["schema"])
     for batch in dataset.as_numpy_iterator():
         batch_ids = np.array([v.decode("utf-8") for v in batch[FEATURE_ID]])
@@ -107,11 +109,15 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
     ids = state.labelled_ids()
     labels = state.labels(ids)
     channels = manifest.image_shape[-1]
-    train_batches = keras_batches(labelled_dataset(manifest, ids, labels, config.batch_size, True, config.seed),
-                                  len(ids), train_config, channels, training=True)
     val_split = "validation" if manifest.counts.get("validation") else "test"
     val_batches = keras_batches(make_dataset(manifest, val_split, batch_size=config.batch_size),
                                 manifest.counts[val_split], train_config, channels, training=False)
+
+    def data(epoch: int):  # each epoch shuffled and augmented from its own seed: replayable after a crash
+        seed = epoch_seed(config.seed * 1000 + iteration, epoch)
+        batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, seed)
+        return keras_batches(batches, len(ids), train_config, channels, training=True, seed=seed), val_batches
+
     previous = iteration_dir(state, iteration - 1) / "checkpoint" / "best.weights.h5"
     warm = previous if config.warm_start and previous.is_file() else None
     with warnings.catch_warnings():
@@ -119,7 +125,7 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
         # only the weights, and Keras says so
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         result = train(train_config, model_config, manifest, Checkpoint(folder / "checkpoint"),
-                       callbacks=list(callbacks), data=(train_batches, val_batches), initial_weights=warm)
+                       callbacks=list(callbacks), data=data, initial_weights=warm)
 
     test_batches = keras_batches(make_dataset(manifest, "test", batch_size=config.batch_size),
                                  manifest.counts["test"], train_config, channels, training=False)
@@ -147,7 +153,8 @@ def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_con
 
     def predict_step(iteration, pool_ids, train_info):
         model, meta = load_bundle(Path(train_info["model_dir"]) / BUNDLE_KERAS)
-        return pool_predictions(model, meta, manifest, pool_ids, config.n_samples)
+        return pool_predictions(model, meta, manifest, pool_ids, config.n_samples,
+                                seed=epoch_seed(config.seed * 1000 + iteration, 10_000))
 
     def request_step(iteration, acquired):
         if config.oracle == "zooniverse":

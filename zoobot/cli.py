@@ -56,15 +56,44 @@ def split_options(options: dict, *config_classes):
 
 
 def user_errors(function):
-    """Turn a user's mistake into a one-paragraph error instead of a traceback."""
+    """Turn a user's mistake into a one-paragraph error instead of a traceback, and a lost tracking
+    server into a message that says the local work is safe and how to resume."""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
             return function(*args, **kwargs)
         except USER_ERRORS as e:
             raise click.ClickException(str(e)) from e
+        except Exception as e:
+            if not _lost_tracking_server(e):
+                raise
+            uri = os.environ.get("MLFLOW_TRACKING_URI", "the tracking server")
+            raise click.ClickException(
+                f"Lost the MLflow tracking server at {uri} mid-run ({_first_line(e)}). Nothing local was lost: "
+                "checkpoints (data/checkpoints/ or --checkpoint-dir), shards, predictions and campaign state stay "
+                "on disk. Start the server again and rerun the same command: it resumes into the same run from "
+                "where it stopped.") from e
 
     return wrapper
+
+
+def _lost_tracking_server(error: BaseException) -> bool:
+    """An MLflow REST call that could not reach the server (after MLflow's own retries)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        text = str(error)
+        if "API request to" in text and any(s in text for s in (
+                "Max retries exceeded", "Connection refused", "ConnectionError", "timeout", "RemoteDisconnected",
+                "Connection aborted", "too many 5")):
+            return True
+        error = error.__cause__ or error.__context__
+    return False
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return text if len(text) < 300 else text[:300] + "..."
 
 
 class LazyGroup(click.Group):
@@ -151,11 +180,14 @@ def _train() -> click.Command:
         checkpoint = training.Checkpoint(Path(config.checkpoint_dir) if config.checkpoint_dir
                                          else training.default_checkpoint_dir(key))
         chief = training.is_chief(strategy)
-        if chief and checkpoint.state["finished"]:
-            checkpoint.reset()  # a finished job run again is a new training, not a resume
+        if checkpoint.state["finished"]:
+            # A finished job run again is a new training, not a resume; the chief clears the folder,
+            # the other workers of a multi-worker job (sharing it) just start from epoch 0 as well.
+            checkpoint.reset() if chief else checkpoint.forget()
         if not chief:
             # Other workers of a multi-worker job compute their share and leave the record to the chief.
             training.train(config, model_config, manifest, checkpoint, strategy)
+            click.echo(f"Worker finished its share of the training (chief writes {checkpoint.folder}).")
             return
         resume = checkpoint.meta.get("run_id") if checkpoint.epoch else None
         tags = {"architecture": model_config.architecture, "output": model_config.output,
@@ -294,8 +326,52 @@ def _active_learning() -> click.Command:
     return active_learning
 
 
-COMMANDS = {"simulate": _simulate, "convert": _convert, "train": _train, "predict": _predict, "evaluate": _evaluate,
-            "al_iteration": _al_iteration, "active_learning": _active_learning}
+def _report() -> click.Command:
+    from zoobot.report import ReportConfig
+
+    @click.command(name="report", help="A Markdown status report of an experiment from the tracking server: "
+                                       "the replacement for a hand-written status.md.")
+    @options_from(ReportConfig)
+    @user_errors
+    def report(**options):
+        from zoobot import tracking
+        from zoobot.report import build_report
+
+        (config,) = split_options(options, ReportConfig)
+        data = tracking.report_data(config.experiment)
+        runs = data["runs"]
+        if len(runs):  # not the report runs themselves (nor this one, under `mlflow run -e report`)
+            step = runs["tags.step"] if "tags.step" in runs else ""
+            data["runs"] = runs[(step != "report") & (runs["run_id"] != os.environ.get("MLFLOW_RUN_ID", ""))]
+        text = build_report(data["runs"], data["experiment"], data["experiment_id"], data["tracking_uri"],
+                            data["champions"], config.sort_by, config.descending)
+        path = Path(config.output)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        if os.environ.get("MLFLOW_RUN_ID"):  # under `mlflow run . -e report`: the report is that run's artifact
+            with tracking.step_run("report", config):
+                tracking.log_report(path, len(data["runs"]))
+        click.echo(text)
+        click.echo(f"Wrote {path}")
+
+    return report
+
+
+def _benchmark() -> click.Command:
+    from zoobot.cli_benchmark import build
+
+    return build()
+
+
+def _download() -> click.Command:
+    from zoobot.cli_download import build
+
+    return build()
+
+
+COMMANDS = {"download": _download, "simulate": _simulate, "convert": _convert, "train": _train, "predict": _predict, "evaluate": _evaluate,
+            "al_iteration": _al_iteration, "active_learning": _active_learning, "report": _report,
+            "benchmark": _benchmark}
 
 
 if __name__ == "__main__":

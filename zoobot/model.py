@@ -281,6 +281,19 @@ def _all_layers(model: keras.Model):
             yield from _all_layers(layer)
 
 
+def reseed(model: keras.Model, seed: int) -> None:
+    """Put every random layer's generator (the dropout masks) in a state drawn from `seed`.
+
+    Training reseeds at the start of each epoch and prediction before each pass, so an epoch or a
+    prediction is a function of (weights, data, seed) alone: repeating it after a crash gives the
+    same numbers the uninterrupted run got.
+    """
+    for index, layer in enumerate(_all_layers(model)):
+        generator = getattr(layer, "seed_generator", None)
+        if generator is not None:
+            generator.state.assign(np.array([seed, index], dtype=generator.state.dtype))
+
+
 def mc_predict(model: keras.Model, images, n_samples: int, trunk_head=None, *,
                batch_size: int = 128) -> np.ndarray:
     """MC-dropout samples of the outputs, (B, n_outputs, n_samples): the trunk once, the head

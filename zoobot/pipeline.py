@@ -1,28 +1,82 @@
 """The `main` pipeline: which steps run, with which parameters, in which order.
 
 Plain data and functions; entrypoints/main.py runs the plan as child MLflow runs, handing each
-step the artifact URI of the step before it, as MLflow's multistep example does.
+step the artifact URI of the step before it, as MLflow's multistep example does:
+
+    simulate -> convert -> train -> evaluate
+                       \\-> active_learning (BALD against random, from the same labelled start)
+
+A step is identified by its entry point and its parameters, which include the URIs of its inputs
+(`runs:/<upstream run>/...`) and the code version. A finished run with the same identity is reused;
+when an upstream step runs again its new run id changes every downstream identity, so everything
+after it runs again too.
 """
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from pathlib import Path
+
+STEPS = ("simulate", "convert", "train", "evaluate", "active_learning")
 
 
 @dataclass(frozen=True)
 class PipelineConfig:
+    steps: str = field(default="all", metadata={
+        "help": "Comma-separated steps to run, in pipeline order: simulate, convert, train, evaluate, "
+                "active_learning (or 'all'). A step left out but needed by a later one is reused from an "
+                "earlier finished run."})
+    catalog: str = field(default="", metadata={
+        "help": "Your own catalog (CSV, Parquet, FITS) of vote counts and image paths; '' simulates a survey."})
+    schema: str = field(default="decals", metadata={"help": "Decision tree of the catalog: decals, gz2 or a file."})
+    image_column: str = field(default="file_loc", metadata={"help": "Catalog column with each galaxy's image path."})
     n_galaxies: int = field(default=500, metadata={"help": "Galaxies in the simulated survey."})
     image_size: int = field(default=64, metadata={"help": "Image size in pixels, simulated and converted."})
-    seed: int = field(default=1, metadata={"help": "Seed of the simulation and the splits."})
+    labelled_size: int = field(default=150, metadata={
+        "help": "Galaxies labelled at the start (the train split); the rest of the training galaxies form the "
+                "active-learning pool. 0: label all, no pool (then active_learning cannot run)."})
+    epochs: int = field(default=4, metadata={"help": "Epochs of the train step and of each AL iteration."})
+    filters: str = field(default="16,32,64", metadata={"help": "Convolution filters per block of the CNN."})
+    dense_units: int = field(default=64, metadata={"help": "Units of the dense layer before the dropout head."})
+    al_iterations: int = field(default=2, metadata={"help": "Active-learning iterations per arm."})
+    arms: str = field(default="bald,random", metadata={"help": "Acquisition functions the campaign compares."})
+    n_acquire: int = field(default=32, metadata={"help": "Galaxies acquired per AL iteration."})
+    registered_model_name: str = field(default="zoobot-default", metadata={
+        "help": "Registry name of the trained model (the first version, and any better one, becomes @champion)."})
+    seed: int = field(default=1, metadata={"help": "Seed of the simulation, the splits and training."})
     work_dir: str = field(default="data/default", metadata={
-        "help": "Folder for the pipeline's outputs (survey/, shards/)."})
+        "help": "Folder for the pipeline's outputs (survey/, shards/, active_learning/)."})
+
+    def __post_init__(self):
+        chosen = self.step_list
+        unknown = [s for s in chosen if s not in STEPS]
+        if unknown:
+            raise ValueError(f"Unknown pipeline step(s) {unknown}; choose from {list(STEPS)} or 'all'.")
+        if not chosen:
+            raise ValueError("steps is empty; give e.g. 'all' or 'convert,train'.")
+        if self.catalog and "simulate" in chosen and self.steps != "all":
+            raise ValueError("steps includes 'simulate' but a catalog was given; drop one of them.")
+        if "active_learning" in chosen and self.labelled_size <= 0:
+            raise ValueError("active_learning needs a pool: set labelled_size > 0 (the galaxies labelled at the "
+                             "start), or leave active_learning out of steps.")
+
+    @property
+    def step_list(self) -> list[str]:
+        if self.steps.strip() == "all":
+            return [s for s in STEPS if not (s == "simulate" and self.catalog)]
+        return [s.strip() for s in self.steps.split(",") if s.strip()]
 
 
 @dataclass(frozen=True)
 class Step:
     entry_point: str
     parameters: dict
+
+    @property
+    def identity(self) -> dict[str, str]:
+        """What makes two runs of the step the same: its parameters, as MLflow stores them."""
+        return {k: str(v) for k, v in self.parameters.items()}
 
 
 def simulate_step(config: PipelineConfig) -> Step:
@@ -31,6 +85,7 @@ def simulate_step(config: PipelineConfig) -> Step:
         "n_galaxies": config.n_galaxies,
         "image_size": config.image_size,
         "seed": config.seed,
+        "schema": config.schema,
         "overwrite": "true",
     })
 
@@ -38,8 +93,49 @@ def simulate_step(config: PipelineConfig) -> Step:
 def convert_step(config: PipelineConfig, catalog_uri: str) -> Step:
     return Step("convert", {
         "catalog": catalog_uri,
+        "schema": config.schema,
+        "image_column": config.image_column,
         "output_dir": str(Path(config.work_dir) / "shards"),
         "image_size": config.image_size,
+        "labelled_size": config.labelled_size,
         "seed": config.seed,
         "overwrite": "true",
     })
+
+
+def train_step(config: PipelineConfig, shards_uri: str) -> Step:
+    return Step("train", {
+        "shards": shards_uri,
+        "epochs": config.epochs,
+        "filters": config.filters,
+        "dense_units": config.dense_units,
+        "seed": config.seed,
+        "registered_model_name": config.registered_model_name,
+    })
+
+
+def evaluate_step(config: PipelineConfig, model_uri: str, shards_uri: str) -> Step:
+    return Step("evaluate", {"model": model_uri, "shards": shards_uri})
+
+
+def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
+    # The campaign's folder is named after its input, so a new conversion starts a new campaign
+    # instead of resuming one made from other galaxies.
+    key = hashlib.sha256(shards_uri.encode()).hexdigest()[:10]
+    return Step("active_learning", {
+        "shards": shards_uri,
+        "iterations": config.al_iterations,
+        "arms": config.arms,
+        "n_acquire": config.n_acquire,
+        "epochs": config.epochs,
+        "filters": config.filters,
+        "dense_units": config.dense_units,
+        "seed": config.seed,
+        "work_dir": str(Path(config.work_dir) / "active_learning" / key),
+    })
+
+
+def matches(step: Step, params: dict[str, str], tags: dict[str, str], code_version: str) -> bool:
+    """Whether a finished run (its params and tags) did this step with this code."""
+    return (tags.get("step") == step.entry_point and tags.get("code_version") == code_version
+            and all(params.get(k) == v for k, v in step.identity.items()))

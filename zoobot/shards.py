@@ -80,11 +80,14 @@ def make_dataset(
     repeat: bool = False,
     shuffle_buffer: int = 2048,
     drop_remainder: bool = False,
+    shard: tuple[int, int] | None = None,
 ) -> tf.data.Dataset:
     """Batches of {'id_str': string, 'image': uint8 (B, H, W, C), ['labels': int64 (B, n_answers)]}.
 
     Files are read in parallel and parsed a batch at a time; raw images decode with one
-    reshape per batch, which is several times faster than per-record PNG decoding.
+    reshape per batch, which is several times faster than per-record PNG decoding. The order is a
+    function of `seed` alone (parallel reads keep a deterministic order), so a seeded epoch is the
+    same in every process. `shard=(n, i)` keeps every n-th galaxy from the i-th: one worker's share.
     """
     info = manifest.split(split)
     files = [str(p) for p in manifest.files(split)]
@@ -98,8 +101,10 @@ def make_dataset(
         tf.data.TFRecordDataset,
         cycle_length=min(4, max(1, len(files))),
         num_parallel_calls=tf.data.AUTOTUNE,
-        deterministic=not shuffle,
+        deterministic=True,
     )
+    if shard is not None:
+        ds = ds.shard(*shard)
     if shuffle:
         ds = ds.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     if repeat:

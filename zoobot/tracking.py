@@ -11,6 +11,7 @@ arm, iteration.
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -36,6 +37,47 @@ def is_uri(value: str) -> bool:
     return str(value).startswith(URI_SCHEMES)
 
 
+TAG_CODE_VERSION = "code_version"  # hash of the package's source: what the pipeline's step reuse compares
+TAG_GIT_COMMIT = "git_commit"
+TAG_MODEL_URI = "model_uri"  # the logged model of a train run (models:/m-...)
+
+
+@functools.lru_cache(maxsize=1)
+def code_version() -> str:
+    """sha256 (16 hex) of zoobot/, entrypoints/ and MLproject as they are on disk, so an edit not yet
+    committed still counts as new code."""
+    import hashlib
+
+    root = Path(__file__).resolve().parents[1]
+    digest = hashlib.sha256()
+    files = sorted([*root.joinpath("zoobot").rglob("*.py"), *root.joinpath("entrypoints").glob("*.py"),
+                    root / "MLproject"])
+    for path in files:
+        if path.is_file():
+            digest.update(str(path.relative_to(root)).encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=1)
+def git_commit() -> str:
+    import subprocess
+
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=Path(__file__).resolve().parents[1],
+                             capture_output=True, text=True, timeout=10)
+        return out.stdout.strip() if out.returncode == 0 else ""
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def standard_tags() -> dict[str, str]:
+    tags = {TAG_CODE_VERSION: code_version()}
+    if git_commit():
+        tags[TAG_GIT_COMMIT] = git_commit()
+    return tags
+
+
 @contextlib.contextmanager
 def step_run(step: str, config, tags: dict[str, str] | None = None, nested: bool = False):
     """Open (or, under `mlflow run`, resume) the step's run and record its resolved config once.
@@ -47,7 +89,8 @@ def step_run(step: str, config, tags: dict[str, str] | None = None, nested: bool
         config_dict = asdict(config) if is_dataclass(config) else dict(config)
         existing = MlflowClient().get_run(run.info.run_id).data.params
         mlflow.log_params({k: _param(v) for k, v in config_dict.items() if k not in existing})
-        mlflow.set_tags({TAG_STEP: step, "mlflow.runName": run.info.run_name or step, **(tags or {})})
+        mlflow.set_tags({TAG_STEP: step, "mlflow.runName": run.info.run_name or step, **standard_tags(),
+                         **(tags or {})})
         mlflow.log_dict(config_dict, "config.json")
         yield run
 
@@ -164,6 +207,78 @@ def _safe_name(uri: str) -> str:
 
 
 
+# -- the pipeline ------------------------------------------------------------------------------------
+
+
+def find_finished_run(step):
+    """The newest finished run in this experiment that did `step` (a zoobot.pipeline.Step) with
+    the same parameters and inputs and this code version, or None."""
+    from zoobot.pipeline import matches
+
+    experiment_id = mlflow.active_run().info.experiment_id if mlflow.active_run() else None
+    if experiment_id is None:
+        return None
+    candidates = MlflowClient().search_runs(
+        [experiment_id],
+        filter_string=(f"tags.{TAG_STEP} = '{step.entry_point}' and attributes.status = 'FINISHED' "
+                       f"and tags.{TAG_CODE_VERSION} = '{code_version()}'"),
+        order_by=["attributes.start_time DESC"], max_results=200)
+    for run in candidates:
+        if matches(step, run.data.params, run.data.tags, code_version()):
+            return run
+    return None
+
+
+def record_reuse(entry_point: str, run) -> None:
+    mlflow.set_tag(f"reused.{entry_point}", run.info.run_id)
+
+
+def log_pipeline_summary(runs: dict) -> None:
+    """On the pipeline's parent run: each step's run id, and the headline numbers of the whole job."""
+    mlflow.set_tags({f"run.{name}": run.info.run_id for name, run in runs.items()})
+    headline = {}
+    for name, run in runs.items():
+        for key, value in run.data.metrics.items():
+            if (name == "convert" and key.startswith("n_")) or (name == "evaluate" and key in SUMMARY_METRICS) \
+                    or key in ("label_saving", "best_val_loss"):
+                headline[key] = value
+    if headline:
+        mlflow.log_metrics(headline)
+
+
+SUMMARY_METRICS = ("test_rmse", "test_mae", "test_accuracy", "test_coverage_error_w5", "test_coverage_error_w10",
+                   "test_mc_loglik", "test_loglik_gain")
+
+
+# -- the status report -------------------------------------------------------------------------------
+
+
+def report_data(experiment: str) -> dict:
+    """Everything zoobot.report.build_report needs about one experiment, from the tracking server."""
+    client = MlflowClient()
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        names = [e.name for e in client.search_experiments(max_results=50)]
+        raise ValueError(f"No experiment named '{experiment}' at {mlflow.get_tracking_uri()}; it has {names}. "
+                         "Give one of those with --experiment, or point MLFLOW_TRACKING_URI at the right server.")
+    runs = mlflow.search_runs([found.experiment_id], max_results=5000)
+    run_ids = set(runs["run_id"]) if len(runs) else set()
+    champions = []
+    for model in client.search_registered_models(max_results=1000):
+        for alias, version in (model.aliases or {}).items():
+            detail = client.get_model_version(model.name, version)
+            if detail.run_id in run_ids:
+                champions.append({"model": model.name, "alias": alias, "version": version, "run_id": detail.run_id,
+                                  "val_loss": detail.tags.get("val_loss")})
+    return {"runs": runs, "experiment": experiment, "experiment_id": found.experiment_id,
+            "tracking_uri": mlflow.get_tracking_uri(), "champions": champions}
+
+
+def log_report(path: Path, n_runs: int) -> None:
+    mlflow.log_artifact(str(path))
+    mlflow.log_metric("n_runs_reported", n_runs)
+
+
 # -- training ----------------------------------------------------------------------------------------
 
 MODEL_ARTIFACT = "model"  # name of the logged model in a train run
@@ -276,6 +391,7 @@ def log_model(model, manifest, train_config, model_config, val_loss: float) -> d
             registered_model_name=train_config.registered_model_name or None,
         )
     out = {"model_uri": info.model_uri, "registered_version": None, "champion": False}
+    mlflow.set_tag(TAG_MODEL_URI, info.model_uri)
     if train_config.registered_model_name:
         version = str(info.registered_model_version)
         out["registered_version"] = version
@@ -418,7 +534,7 @@ def iteration_run(runs_file: Path, key: str, config, tags: dict, nested: bool):
             os.replace(tmp, runs_file)
         existing = MlflowClient().get_run(run.info.run_id).data.params
         mlflow.log_params({k: _param(v) for k, v in config_dict.items() if k not in existing})
-        mlflow.set_tags({TAG_STEP: "al_iteration", **tags})
+        mlflow.set_tags({TAG_STEP: "al_iteration", **standard_tags(), **tags})
         yield run
 
 
@@ -478,3 +594,153 @@ def log_learning_curves(curves: dict, saving: float, reason: str) -> None:
     mlflow.set_tag("label_saving_note", reason or "computed")
     for arm, curve in curves.items():
         _log_csv(curve, f"curves/{arm}.csv")
+
+
+# -- benchmark ---------------------------------------------------------------------------------------
+
+_RUN_ENVIRONMENT = ("MLFLOW_TRACKING_URI", "MLFLOW_RUN_ID", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
+
+
+@contextlib.contextmanager
+def scratch_store(folder):
+    """A throwaway SQLite tracking store in `folder` for the block, yielding an experiment id whose
+    artifacts stay in `folder`; afterwards the caller's tracking URI and run environment are back.
+
+    The benchmark times runs with logging on; they must not land in the user's store.
+    """
+    folder = Path(folder).resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    saved_uri = mlflow.get_tracking_uri()
+    saved_environment = {name: os.environ.get(name) for name in _RUN_ENVIRONMENT}
+    for name in _RUN_ENVIRONMENT:
+        os.environ.pop(name, None)
+    try:
+        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
+        # Creating the store runs its schema migrations: done here, before anything is timed.
+        yield MlflowClient().create_experiment("benchmark-scratch", artifact_location=(folder / "artifacts").as_uri())
+    finally:
+        mlflow.set_tracking_uri(saved_uri)
+        for name, value in saved_environment.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
+
+
+def run_apart(function, step: str, params: dict, experiment_id: str):
+    """function() inside a new run of `experiment_id`, logged as `step_run` logs a step.
+
+    It runs in a thread of its own: MLflow keeps the active run per thread, so a run the caller has
+    open (the benchmark's own) is neither its parent nor written to.
+    """
+    import threading
+
+    outcome: dict = {}
+
+    def target():
+        try:
+            with mlflow.start_run(experiment_id=experiment_id, run_name=step):
+                mlflow.log_params({k: _param(v) for k, v in params.items()})
+                mlflow.set_tags({TAG_STEP: step})
+                mlflow.log_dict(params, "config.json")
+                outcome["value"] = function()
+        except BaseException as error:  # re-raised in the caller's thread
+            outcome["error"] = error
+
+    thread = threading.Thread(target=target, name=f"zoobot-{step}")
+    thread.start()
+    thread.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome.get("value")
+
+
+def log_benchmark(figures, config, report: dict, table: str) -> None:
+    """A `benchmark` run: machine, versions and resolved sizes as params; every measured figure (and
+    its spread) as metrics; the report as benchmark.json and the printed table beside it."""
+    params = {f"machine.{k}": v for k, v in report["machine"].items()}
+    params.update({f"version.{k}": v for k, v in report["versions"].items()})
+    params.update({f"size.{k}": v for k, v in report["sizes"].items()})
+    existing = MlflowClient().get_run(mlflow.active_run().info.run_id).data.params
+    mlflow.log_params({k: _param(v) for k, v in params.items() if k not in existing})
+    metrics = {"benchmark_seconds": report["seconds"]}
+    for figure in figures:
+        if figure.value is None:
+            continue
+        metrics[figure.key] = figure.value
+        if figure.spread is not None:
+            metrics[f"{figure.key}_min"], metrics[f"{figure.key}_max"] = figure.spread
+    measured = [f for f in figures if f.passed is not None]
+    metrics.update(figures_measured=len(measured), figures_passed=sum(bool(f.passed) for f in measured))
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()})
+    mlflow.set_tags({"benchmark_mode": config.mode})
+    mlflow.log_dict(report, "benchmark.json")
+    mlflow.log_text(table, "benchmark_table.txt")
+
+
+# -- download ----------------------------------------------------------------------------------------
+
+
+def log_download(result) -> None:
+    """A `download` run: the addresses fetched, counts, failures with reasons, the catalog as a dataset."""
+    from zoobot.download import CatalogDownload
+
+    if isinstance(result, CatalogDownload):
+        _log_catalog_download(result)
+    else:
+        _log_images_download(result)
+
+
+def _log_catalog_download(result) -> None:
+    source = result.source
+    mlflow.log_params({"url": result.url, "published_url": source.url, "published_checksum": str(source.checksum)})
+    mlflow.log_metrics({"n_rows": result.n_rows, "size_bytes": result.size, "downloaded": int(result.downloaded),
+                        "seconds": result.seconds})
+    mlflow.set_tags({TAG_SCHEMA: source.schema, "source": source.name, "verified": result.verified,
+                     "sha256": result.sha256, TAG_LOCAL_OUTPUT: str(result.path.parent),
+                     TAG_OUTPUT_DIGEST: result.sha256})
+    _log_catalog_dataset(result.table, source=result.url, name=result.path.name, digest=result.sha256)
+
+
+def _log_images_download(result) -> None:
+    from zoobot.download import image_examples
+    from zoobot.images import ImageReadError, ImageSpec, read_image
+
+    mlflow.log_params({"cutout_url": result.url_template, "cutout_survey": result.survey,
+                       "cutout_pixscale": result.pixscale})
+    mlflow.log_metrics({"n_rows": result.n_rows, "n_selected": result.n_selected, "n_downloaded": result.n_downloaded,
+                        "n_present": result.n_present, "n_failed": result.n_failed, "n_written": result.n_written,
+                        "seconds": result.seconds,
+                        "galaxies_per_second": result.n_downloaded / max(result.seconds, 1e-9)})
+    mlflow.set_tags({TAG_LOCAL_OUTPUT: str(result.output_catalog.parent),
+                     TAG_OUTPUT_DIGEST: file_digest(result.output_catalog)})
+    mlflow.log_artifact(str(result.failures_path))
+    if len(result.failures):
+        with warnings.catch_warnings():
+            # MLflow 3.17's log_table trips pandas 3's deprecation of object/str dtype selection: noise.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            mlflow.log_table(result.failures.astype({"row": int, "id": str, "url": str, "reason": str}),
+                             artifact_file="download_failures.json")
+    examples = []
+    for path in image_examples(result):
+        try:
+            examples.append((path.stem, read_image(path, ImageSpec(size=64, channels=3))))
+        except ImageReadError:
+            continue
+    if examples:
+        import numpy as np
+
+        figure = plots.image_grid({result.survey: ([i for i, _ in examples], np.stack([a for _, a in examples]))},
+                                  title=f"Downloaded cutouts ({result.survey}, {result.image_format})")
+        mlflow.log_figure(figure, "examples.png")
+        plots.plt.close(figure)
+    _log_catalog_dataset(result.galaxies, source=str(result.catalog_path), name=result.catalog_path.name,
+                         digest=result.catalog_sha256)
+
+
+def _log_catalog_dataset(frame: pd.DataFrame, source: str, name: str, digest: str) -> None:
+    with warnings.catch_warnings():
+        # As in log_conversion: source-interpretation and int-column schema hints are noise here.
+        warnings.simplefilter("ignore", UserWarning)
+        dataset = mlflow.data.from_pandas(frame, source=source, name=name, digest=digest[:16])
+        mlflow.log_input(dataset, context="catalog")

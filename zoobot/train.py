@@ -15,6 +15,7 @@ import hashlib
 import json
 import os
 import shutil
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -25,7 +26,7 @@ import tensorflow as tf
 from zoobot import augment
 from zoobot.losses import fraction_rmse_metric, make_loss, question_loss_metrics
 from zoobot.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
-from zoobot.model import ModelConfig, build_model
+from zoobot.model import ModelConfig, build_model, reseed
 from zoobot.shards import make_dataset
 
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
@@ -95,13 +96,8 @@ def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
         if "TF_CONFIG" not in os.environ:
             raise ValueError("distribution=multi_worker needs TF_CONFIG describing the cluster and this worker's "
                              "task.")
-        # Keras 3's model.fit cannot yet consume MultiWorkerMirroredStrategy's per-replica batches
-        # (keras-team/keras#20585): it fails inside fit with "Attempt to convert a value (PerReplica...)".
-        # Say so up front instead of after the workers have connected.
-        raise ValueError(
-            "distribution=multi_worker is not available: Keras 3's model.fit does not support "
-            "tf.distribute.MultiWorkerMirroredStrategy (keras-team/keras issue 20585). Use distribution=mirrored "
-            "for several GPUs or CPUs on one machine.")
+        # Workers find each other through TF_CONFIG; the job starts once all have connected.
+        return tf.distribute.MultiWorkerMirroredStrategy()
     gpus = tf.config.list_physical_devices("GPU")
     if gpus:
         return tf.distribute.MirroredStrategy()
@@ -126,21 +122,32 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 # -- data --------------------------------------------------------------------------------------------
 
 
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle, augmentation and dropout masks (epoch 0-based).
+
+    Every epoch draws its randomness afresh from (seed, epoch), never from a generator carried over
+    from the epoch before, so an epoch replayed after a crash is the epoch the uninterrupted run had.
+    """
+    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 1) % (2**31 - 1)
+
+
 def training_data(manifest: Manifest, split: str, config: TrainConfig, channels: int, training: bool,
-                  n_replicas: int = 1) -> tf.data.Dataset:
-    """(images float32 0..255, vote counts float32) batches of one labelled split, for Keras.
+                  n_replicas: int = 1, epoch: int = 0) -> tf.data.Dataset:
+    """(images float32 0..255, vote counts float32) batches of one labelled split, for Keras;
+    shuffled and augmented (when training) by the epoch's seed.
 
     With several replicas every batch must split evenly between them, so the ragged last batch is
     dropped (at most batch_size - 1 galaxies an epoch, a different few each epoch when shuffled).
     """
     drop = n_replicas > 1
-    dataset = make_dataset(manifest, split, batch_size=config.batch_size, shuffle=training, seed=config.seed,
+    seed = epoch_seed(config.seed, epoch)
+    dataset = make_dataset(manifest, split, batch_size=config.batch_size, shuffle=training, seed=seed,
                            drop_remainder=drop)
-    return keras_batches(dataset, manifest.split(split).count, config, channels, training, drop)
+    return keras_batches(dataset, manifest.split(split).count, config, channels, training, drop, seed=seed)
 
 
 def keras_batches(dataset: tf.data.Dataset, count: int, config: TrainConfig, channels: int, training: bool,
-                  dropped_remainder: bool = False) -> tf.data.Dataset:
+                  dropped_remainder: bool = False, seed: int | None = None) -> tf.data.Dataset:
     """Batches of {'image', 'labels', ...} -> (augmented float32 images, float32 counts) of known length."""
     # TFRecords have no known length; telling tf.data spares Keras a guess (and a warning) each epoch.
     n_batches = count // config.batch_size if dropped_remainder else -(-count // config.batch_size)
@@ -148,9 +155,31 @@ def keras_batches(dataset: tf.data.Dataset, count: int, config: TrainConfig, cha
         raise ValueError(f"{count} galaxies are fewer than one batch of {config.batch_size} over the replicas; "
                          "use a smaller batch_size.")
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
-    dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=config.seed)
+    seed = config.seed if seed is None else seed
+    dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=seed)
     return dataset.map(lambda b: (b[FEATURE_IMAGE], tf.cast(b[FEATURE_LABELS], tf.float32)),
                        num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def worker_data(strategy: tf.distribute.Strategy, manifest: Manifest, split: str, config: TrainConfig,
+                channels: int, training: bool, epoch: int):
+    """One epoch of a split for a multi-worker job: each worker reads every n-th galaxy, and all
+    take the same number of steps (collective all-reduce needs every worker at every step)."""
+    count = manifest.split(split).count
+    seed = epoch_seed(config.seed, epoch)
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batch = context.get_per_replica_batch_size(config.batch_size)
+        steps = (count // context.num_input_pipelines) // batch
+        if steps == 0:
+            raise ValueError(f"The '{split}' split's {count} galaxies are fewer than one batch of {config.batch_size} "
+                             f"over {context.num_input_pipelines} workers; use a smaller batch_size.")
+        dataset = make_dataset(manifest, split, batch_size=batch, shuffle=training, seed=seed, drop_remainder=True,
+                               shard=(context.num_input_pipelines, context.input_pipeline_id)).take(steps)
+        dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=seed)
+        return dataset.map(lambda b: (b[FEATURE_IMAGE], tf.cast(b[FEATURE_LABELS], tf.float32))).prefetch(2)
+
+    return strategy.distribute_datasets_from_function(per_worker)
 
 
 def model_image_shape(manifest: Manifest, config: TrainConfig) -> tuple[int, int, int]:
@@ -177,9 +206,16 @@ class Checkpoint:
         self.folder = Path(folder)
         self.folder.mkdir(parents=True, exist_ok=True)
         path = self.folder / "state.json"
-        self.state = json.loads(path.read_text()) if path.is_file() else {
-            "epoch": 0, "history": {}, "best_val_loss": None, "best_epoch": 0, "wait": 0,
-            "finished": False, "meta": {}}
+        self.state = json.loads(path.read_text()) if path.is_file() else self.fresh_state()
+
+    @staticmethod
+    def fresh_state() -> dict:
+        return {"epoch": 0, "history": {}, "best_val_loss": None, "best_epoch": 0, "wait": 0,
+                "finished": False, "meta": {}}
+
+    def forget(self) -> None:
+        """Start from epoch 0 without touching the folder (a non-chief worker's view of a reset)."""
+        self.state = self.fresh_state()
 
     @property
     def epoch(self) -> int:
@@ -257,6 +293,9 @@ def compile_model(model: keras.Model, config: TrainConfig, model_config: ModelCo
     )
 
 
+DataForEpoch = Callable[[int], tuple[tf.data.Dataset, tf.data.Dataset]]
+
+
 def train(
     config: TrainConfig,
     model_config: ModelConfig,
@@ -264,21 +303,30 @@ def train(
     checkpoint: Checkpoint,
     strategy: tf.distribute.Strategy | None = None,
     callbacks: list[keras.callbacks.Callback] = (),
-    data: tuple[tf.data.Dataset, tf.data.Dataset] | None = None,
+    data: DataForEpoch | None = None,
     initial_weights: Path | None = None,
 ) -> TrainResult:
-    """Fit on the 'train' split (or `data`: (train, validation) Keras batches), validating on
-    'validation'; `initial_weights` warm-starts a fresh job (not a resumed one)."""
+    """Fit on the 'train' split, validating on 'validation' (or on `data(epoch)`: that epoch's
+    (train, validation) Keras batches); `initial_weights` warm-starts a fresh job (not a resumed one).
+
+    One epoch at a time: before each, the dropout masks, shuffle and augmentation are seeded from
+    (seed, epoch), so a job resumed from its checkpoint replays exactly the epochs it lost.
+    """
     strategy = strategy or tf.distribute.get_strategy()
     schema = manifest.schema_obj
     shape = model_image_shape(manifest, config)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     if data is None:
         replicas = strategy.num_replicas_in_sync
-        train_data = training_data(manifest, "train", config, shape[-1], training=True, n_replicas=replicas)
         val_split = "validation" if manifest.counts.get("validation") else "train"
-        val_data = training_data(manifest, val_split, config, shape[-1], training=False, n_replicas=replicas)
-    else:
-        train_data, val_data = data
+        if multi_worker:
+            def data(epoch):
+                return (worker_data(strategy, manifest, "train", config, shape[-1], True, epoch),
+                        worker_data(strategy, manifest, val_split, config, shape[-1], False, 0))
+        else:
+            def data(epoch):
+                return (training_data(manifest, "train", config, shape[-1], True, replicas, epoch),
+                        training_data(manifest, val_split, config, shape[-1], False, replicas))
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -291,17 +339,23 @@ def train(
             model.load_weights(initial_weights)
 
     chief = is_chief(strategy)
-    stopped_before = checkpoint.state["wait"] >= config.patience
-    if resumed_from < config.epochs and not stopped_before:
-        model.fit(
-            train_data,
-            validation_data=val_data,
-            epochs=config.epochs,
-            initial_epoch=resumed_from,
-            callbacks=[CheckpointCallback(checkpoint, config.patience, write=chief), *callbacks],
-            shuffle=False,  # the tf.data pipeline shuffles
-            verbose=2,
-        )
+    saver = CheckpointCallback(checkpoint, config.patience, write=chief)
+    fit_epoch = _distributed_epoch_runner(model, strategy) if multi_worker else None
+    for epoch in range(resumed_from, config.epochs):
+        if checkpoint.state["wait"] >= config.patience:
+            break  # stopped early before the crash
+        reseed(model, epoch_seed(config.seed, epoch))
+        train_data, val_data = data(epoch)
+        if fit_epoch is None:
+            model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
+                      callbacks=[saver, *callbacks], shuffle=False, verbose=2)  # the tf.data pipeline shuffles
+        else:
+            logs = fit_epoch(train_data, val_data)
+            print(f"Epoch {epoch + 1}/{config.epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
+                  flush=True)
+            for callback in (saver, *callbacks):
+                callback.set_model(model)
+                callback.on_epoch_end(epoch, logs)
     state = checkpoint.state
     if (checkpoint.folder / "best.weights.h5").is_file():
         model.load_weights(checkpoint.folder / "best.weights.h5")
@@ -318,6 +372,36 @@ def train(
         resumed_from_epoch=resumed_from,
         checkpoint=checkpoint.folder,
     )
+
+
+def _distributed_epoch_runner(model: keras.Model, strategy: tf.distribute.Strategy):
+    """One epoch over distributed datasets with Keras' own train/test steps run on every replica.
+
+    Keras 3's `fit` cannot consume MultiWorkerMirroredStrategy's per-replica batches
+    (keras-team/keras#20585), but its `train_step` runs fine under `strategy.run`: the loss is
+    scaled for the replicas, the optimizer all-reduces the gradients, and the metrics' variables
+    aggregate over workers when read.
+    """
+    @tf.function
+    def train_step(batch):
+        strategy.run(model.train_step, args=(batch,))
+
+    @tf.function
+    def test_step(batch):
+        strategy.run(model.test_step, args=(batch,))
+
+    def run_epoch(train_data, val_data) -> dict[str, float]:
+        model.reset_metrics()
+        for batch in train_data:
+            train_step(batch)
+        logs = {k: float(v) for k, v in model.get_metrics_result().items()}
+        model.reset_metrics()
+        for batch in val_data:
+            test_step(batch)
+        logs.update({f"val_{k}": float(v) for k, v in model.get_metrics_result().items()})
+        return logs
+
+    return run_epoch
 
 
 def default_checkpoint_dir(key: str) -> Path:
