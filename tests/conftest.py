@@ -236,10 +236,34 @@ def tiny_shards(tmp_path_factory) -> Path:
     return root / "shards"
 
 
+@pytest.fixture(autouse=True)
+def mlflow_state_does_not_leak():
+    """Each test starts from the process's MLflow state: no tracking URI pinned by a previous test,
+    no MLFLOW_* variable it exported (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID), no open run.
+    Later tests start subprocesses that inherit the environment, so a leak breaks them, not the culprit."""
+    import mlflow
+    from mlflow.tracking import fluent
+    from mlflow.tracking._tracking_service import utils
+
+    environment = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    uri, experiment = utils._tracking_uri, fluent._active_experiment_id
+    yield
+    while mlflow.active_run():
+        mlflow.end_run()
+    utils._tracking_uri, fluent._active_experiment_id = uri, experiment
+    for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in environment]:
+        del os.environ[key]
+    os.environ.update(environment)
+
+
 @pytest.fixture
 def sqlite_tracking(tmp_path, monkeypatch) -> str:
     """A fresh SQLite tracking store for this test, and the artifacts beside it."""
     uri = f"sqlite:///{tmp_path}/mlflow.db"
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    # mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID; it must not outlive the test (later
+    # subprocesses would look for that experiment in their own stores)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "")
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID")
     monkeypatch.chdir(tmp_path)  # ./mlruns artifacts and data/ defaults land in tmp_path
     return uri

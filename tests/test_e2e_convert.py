@@ -128,6 +128,11 @@ def test_main_pipeline_runs_every_step_then_reuses_them_and_reruns_what_a_change
         assert child.info.status == "FINISHED" and child.data.tags["code_version"], step
         assert parent.data.tags[f"run.{step}"] == child.info.run_id
     run_id = {step: child.info.run_id for step, child in children.items()}
+    # consistent names and tags, for the UI's compare view and search_runs filters
+    assert children["train"].info.run_name == "train-vgg-dirichlet-decals"
+    assert children["convert"].data.tags["schema"] == "decals" and children["train"].data.tags["architecture"] == "vgg"
+    iterations = client.search_runs([parent.info.experiment_id], "tags.step = 'al_iteration' and tags.arm = 'bald'")
+    assert [r.info.run_name for r in iterations] == ["bald-iteration-001"]
     assert children["convert"].data.params["catalog"] == f"runs:/{run_id['simulate']}/survey/catalog.csv"
     assert children["train"].data.params["shards"] == f"runs:/{run_id['convert']}/shards"
     assert children["evaluate"].data.params["model"] == children["train"].data.tags["model_uri"]

@@ -50,6 +50,24 @@ def test_predict_streams_samples_and_a_summary_for_every_galaxy(bundle, tiny_sha
         predict(config, model, meta, manifest)
 
 
+def test_predictions_are_a_function_of_the_seed_and_test_time_augmentation_adds_views(bundle, tiny_shards, tmp_path):
+    model, meta = load_bundle(bundle)
+    manifest = Manifest.read(tiny_shards)
+
+    def samples(name, **kw):
+        config = PredictConfig(model=str(bundle), shards=str(tiny_shards), split="test", output_dir=str(tmp_path / name),
+                               n_samples=6, batch_size=8, **kw)
+        return read_predictions(predict(config, model, meta, manifest).samples_path).samples
+
+    np.testing.assert_array_equal(samples("a", seed=3), samples("b", seed=3))
+    assert not np.allclose(samples("a2", seed=3), samples("c", seed=4))
+    plain, augmented = samples("plain", seed=3), samples("tta", seed=3, augment=True)
+    assert augmented.shape == plain.shape and not np.allclose(augmented, plain)
+    np.testing.assert_array_equal(augmented, samples("tta2", seed=3, augment=True))
+    # different views of the same galaxy: the spread between samples is at least the dropout's
+    assert augmented.std(axis=-1).mean() > 0.5 * plain.std(axis=-1).mean()
+
+
 def test_predict_on_a_folder_of_images(bundle, tmp_path):
     model, meta = load_bundle(bundle)
     write_pngs(tmp_path / "imgs" / "sub", ["a", "b", "c"], size=48)

@@ -50,9 +50,9 @@ def test_one_table_per_step_with_differing_params_key_metrics_commit_and_link():
 
 
 def test_report_command_reads_the_store_and_writes_markdown(sqlite_tracking, tmp_path):
-    mlflow.set_experiment("compare")
+    experiment_id = MlflowClient().create_experiment("compare")  # not set_experiment: it exports MLFLOW_EXPERIMENT_ID
     for lr, rmse in (("0.001", 0.25), ("0.01", 0.31)):
-        with mlflow.start_run() as run:
+        with mlflow.start_run(experiment_id=experiment_id) as run:
             mlflow.set_tags({"step": "evaluate", "git_commit": "abc1234def"})
             mlflow.log_params({"learning_rate": lr, "split": "test"})
             mlflow.log_metrics({"test_rmse": rmse, "test_coverage_error_w5": 0.1})

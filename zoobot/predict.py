@@ -43,6 +43,11 @@ class PredictConfig:
     interval: float = field(default=0.9, metadata={
         "help": "Credible-interval mass for the summary (0.9: 5th to 95th percentile of the samples)."})
     overwrite: bool = field(default=False, metadata={"help": "Replace existing outputs in output_dir."})
+    augment: bool = field(default=False, metadata={
+        "help": "Test-time augmentation: each MC sample sees its own random flip, rotation and zoom of the galaxy "
+                "(n_samples full passes instead of one trunk pass and n_samples head passes: slower)."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the dropout masks (and views): the same seed gives the same samples."})
 
     def __post_init__(self):
         problems = []
@@ -116,10 +121,11 @@ def summarise(predictions: Predictions, interval: float) -> pd.DataFrame:
         answers = predictions.answer_columns(question)
         if predictions.kind == "binomial":
             answers = answers[:1]  # the model speaks only about its first answer
+        fractions = fractions[:, :len(answers), :]
+        mean = fractions.mean(axis=2)
+        low, high = np.quantile(fractions, [low_q, high_q], axis=2)  # one sort for every answer and both ends
         for i, answer in enumerate(answers):
-            columns[f"{answer}_mean"] = fractions[:, i, :].mean(axis=1)
-            columns[f"{answer}_low"] = np.quantile(fractions[:, i, :], low_q, axis=1)
-            columns[f"{answer}_high"] = np.quantile(fractions[:, i, :], high_q, axis=1)
+            columns[f"{answer}_mean"], columns[f"{answer}_low"], columns[f"{answer}_high"] = mean[:, i], low[:, i], high[:, i]
     return pd.DataFrame(columns)
 
 
@@ -190,7 +196,7 @@ def read_predictions(path: str | Path) -> Predictions:
 
 def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: bool = False) -> PredictResult:
     """Stream MC-dropout samples of `model` (a loaded Keras model with its bundle `meta`) to disk."""
-    from zoobot.model import mc_predict, split_trunk_head
+    from zoobot.model import mc_predict, reseed, split_trunk_head
 
     output_dir = Path(config.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
@@ -210,15 +216,19 @@ def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: b
         batches = folder_batches(Path(config.images), config.batch_size, image_shape)
 
     trunk_head = split_trunk_head(model)
+    reseed(model, config.seed)
     n_outputs = model.output_shape[-1]
     tmp_samples, tmp_summary = samples_path.with_suffix(".partial"), summary_path.with_suffix(".partial")
     writer = SamplesWriter(tmp_samples, config.format, meta, n_outputs, config.n_samples)
     start = time.perf_counter()
     try:
         first = True
-        for ids, images in batches:
-            samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
-                                 batch_size=config.batch_size)
+        for index, (ids, images) in enumerate(batches):
+            if config.augment:
+                samples = augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
+            else:
+                samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
+                                     batch_size=config.batch_size)
             writer.write(ids, samples)
             summary = summarise(Predictions(ids, samples, meta["output"], schema, meta.get("question")),
                                 config.interval)
@@ -231,6 +241,20 @@ def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: b
     tmp_samples.replace(samples_path)
     tmp_summary.replace(summary_path)
     return PredictResult(samples_path, summary_path, writer.count, time.perf_counter() - start)
+
+
+def augmented_samples(model, images: np.ndarray, n_samples: int, seed: tuple[int, int]) -> np.ndarray:
+    """(B, n_outputs, n_samples): sample t is the whole stochastic model on view t of each galaxy
+    (flips, rotation, zoom drawn from (seed, t)), so the spread holds the model's uncertainty about
+    orientation and size as well as the dropout's."""
+    import tensorflow as tf
+
+    from zoobot.augment import random_view
+
+    images = tf.convert_to_tensor(images, tf.float32)
+    base = int(seed[0]) * 1_000_003 + int(seed[1])
+    return np.stack([np.asarray(model.predict_on_batch(random_view(images, tf.constant([base, t], tf.int64))))
+                     for t in range(n_samples)], axis=-1)
 
 
 def predict_split(model, meta: dict, manifest, split: str, n_samples: int, batch_size: int = 256,

@@ -89,10 +89,17 @@ def step_run(step: str, config, tags: dict[str, str] | None = None, nested: bool
         config_dict = asdict(config) if is_dataclass(config) else dict(config)
         existing = MlflowClient().get_run(run.info.run_id).data.params
         mlflow.log_params({k: _param(v) for k, v in config_dict.items() if k not in existing})
-        mlflow.set_tags({TAG_STEP: step, "mlflow.runName": run.info.run_name or step, **standard_tags(),
+        mlflow.set_tags({TAG_STEP: step, "mlflow.runName": run_name(step, tags or {}), **standard_tags(),
                          **(tags or {})})
         mlflow.log_dict(config_dict, "config.json")
         yield run
+
+
+def run_name(step: str, tags: dict) -> str:
+    """Names that say what a run is, the same way everywhere: train-vgg-dirichlet-decals,
+    evaluate, al-bald-iteration-002 (instead of MLflow's random adjective-animal names)."""
+    parts = [step] + [str(tags[k]) for k in ("architecture", "output", TAG_SCHEMA) if tags.get(k)]
+    return "-".join(parts)
 
 
 def _param(value) -> str:
@@ -534,7 +541,7 @@ def iteration_run(runs_file: Path, key: str, config, tags: dict, nested: bool):
             os.replace(tmp, runs_file)
         existing = MlflowClient().get_run(run.info.run_id).data.params
         mlflow.log_params({k: _param(v) for k, v in config_dict.items() if k not in existing})
-        mlflow.set_tags({TAG_STEP: "al_iteration", **standard_tags(), **tags})
+        mlflow.set_tags({TAG_STEP: "al_iteration", "mlflow.runName": key, **standard_tags(), **tags})
         yield run
 
 
@@ -608,18 +615,21 @@ def scratch_store(folder):
 
     The benchmark times runs with logging on; they must not land in the user's store.
     """
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
     folder = Path(folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
-    saved_uri = mlflow.get_tracking_uri()
     saved_environment = {name: os.environ.get(name) for name in _RUN_ENVIRONMENT}
     for name in _RUN_ENVIRONMENT:
         os.environ.pop(name, None)
     try:
-        mlflow.set_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}")
-        # Creating the store runs its schema migrations: done here, before anything is timed.
-        yield MlflowClient().create_experiment("benchmark-scratch", artifact_location=(folder / "artifacts").as_uri())
+        # MLflow's own temporary switch: afterwards the tracking URI is whatever it was, including
+        # "not set, read from the environment" (mlflow.set_tracking_uri(old) would pin it for good).
+        with _use_tracking_uri(f"sqlite:///{folder / 'mlflow.db'}"):
+            # Creating the store runs its schema migrations: done here, before anything is timed.
+            yield MlflowClient().create_experiment("benchmark-scratch",
+                                                   artifact_location=(folder / "artifacts").as_uri())
     finally:
-        mlflow.set_tracking_uri(saved_uri)
         for name, value in saved_environment.items():
             if value is None:
                 os.environ.pop(name, None)
