@@ -1,7 +1,7 @@
 """Zoobot's benchmarks in one command: a table on screen, a JSON report, and an MLflow run.
 
     .venv/bin/python benchmarks/run.py --quick true        # speed and memory figures, < 10 min on 2 cores
-    .venv/bin/python benchmarks/run.py                     # everything, science figures included (~30-40 min)
+    .venv/bin/python benchmarks/run.py                     # everything, science figures included (55 min on two quiet cores)
     .venv/bin/python benchmarks/run.py --tiny true         # smallest sizes: checks the harness runs
 
 The same as `zoobot benchmark ...` and `mlflow run . -e benchmark --env-manager local -P quick=true`.
