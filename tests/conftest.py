@@ -236,6 +236,14 @@ def tiny_shards(tmp_path_factory) -> Path:
     return root / "shards"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def zoobot_cache_dir(tmp_path_factory):
+    """Shard verification remembers hashed files in a cache folder; the tests get their own."""
+    folder = tmp_path_factory.mktemp("zoobot_cache")
+    os.environ["ZOOBOT_CACHE_DIR"] = str(folder)  # inherited by `zoobot` and `mlflow run` subprocesses too
+    yield folder
+
+
 @pytest.fixture(autouse=True)
 def mlflow_state_does_not_leak():
     """Each test starts from the process's MLflow state: no tracking URI pinned by a previous test,

@@ -1,4 +1,9 @@
 import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,7 +19,8 @@ from zoobot.shards import make_dataset, read_split
 
 
 def config_for(catalog, out, **kw):
-    return ConvertConfig(catalog=str(catalog), output_dir=str(out), image_size=16, shard_size=4, workers=1, **kw)
+    return ConvertConfig(**{"catalog": str(catalog), "output_dir": str(out), "image_size": 16, "shard_size": 4,
+                            "workers": 1, **kw})
 
 
 def test_shards_read_back_exactly_what_went_in(decals_catalog, tmp_path):
@@ -153,3 +159,116 @@ def test_bad_settings_say_what_to_change(kw, message):
 def test_labelled_size_larger_than_train_is_explained(decals_catalog, tmp_path):
     with pytest.raises(ValueError, match="leaves no galaxies for the pool"):
         convert(config_for(decals_catalog, tmp_path / "s", labelled_size=50))
+
+
+# -- issue 11: nothing a user gives convert may destroy data or corrupt labels ------------------------
+
+
+def test_overwrite_into_the_surveys_own_folder_keeps_the_catalog_and_images(decals_catalog):
+    survey = decals_catalog.parent
+    before = {p: p.read_bytes() for p in survey.rglob("*") if p.is_file()}
+    first = convert(config_for(decals_catalog, survey, overwrite=True))
+    second = convert(config_for(decals_catalog, survey, overwrite=True, shard_size=100))
+    # the user's files are untouched; the first conversion's extra shards are gone, the second's are there
+    assert {p: p.read_bytes() for p in before} == before
+    shards = sorted(p.name for p in survey.glob("*.tfrecord"))
+    assert shards == sorted(f.path for s in second.manifest.splits.values() for f in s.files)
+    assert len(shards) < sum(len(s.files) for s in first.manifest.splits.values())
+    assert [p.name for p in survey.iterdir() if p.name.startswith(".")] == []
+    Manifest.read(survey)
+
+
+def test_overwrite_refuses_to_replace_files_no_conversion_wrote(decals_catalog, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "galaxies.csv").write_text("my own table")
+    with pytest.raises(ValueError, match=r"would replace 1 files .* did not write: \['galaxies.csv'\].*Nothing was changed"):
+        convert(config_for(decals_catalog, out, overwrite=True))
+    assert (out / "galaxies.csv").read_text() == "my own table"
+    assert sorted(p.name for p in out.iterdir()) == ["galaxies.csv"]
+
+
+@pytest.mark.parametrize("cell", ["1e20", "9223372036854775807", "99999999999999999999999", "2000000"])
+def test_an_implausibly_large_vote_count_is_a_rejected_row(decals_catalog, tmp_path, cell):
+    text = decals_catalog.read_text().splitlines()
+    header = text[0].split(",")
+    column = header.index("bar_no")
+    row = text[4].split(",")
+    row[column] = cell
+    text[4] = ",".join(row)
+    decals_catalog.write_text("\n".join(text) + "\n")
+    result = convert(config_for(decals_catalog, tmp_path / "shards"))
+    assert sum(result.manifest.counts.values()) == 11
+    rejected = pd.read_csv(tmp_path / "shards" / "rejected.csv")
+    assert rejected["row"].tolist() == [4]
+    assert "'bar_no' is" in rejected["reason"][0] and "not a plausible vote count" in rejected["reason"][0]
+    labels = np.concatenate([read_split(result.manifest, s)["labels"] for s in result.manifest.splits])
+    assert labels.min() >= 0 and labels.max() <= 1_000_000
+
+
+@pytest.mark.parametrize("cell", ["inf", "-inf", "Infinity"])
+def test_infinity_in_one_vote_cell_is_one_rejected_row(decals_catalog, tmp_path, cell):
+    frame = pd.read_csv(decals_catalog)
+    frame["bar_no"] = frame["bar_no"].astype(object)
+    frame.loc[6, "bar_no"] = cell
+    frame.to_csv(decals_catalog, index=False)
+    result = convert(config_for(decals_catalog, tmp_path / "shards"))
+    assert sum(result.manifest.counts.values()) == 11
+    rejected = pd.read_csv(tmp_path / "shards" / "rejected.csv")
+    assert rejected["row"].tolist() == [7]
+    assert rejected["reason"][0].startswith("'bar_no' is not finite")
+
+
+def test_rejected_rows_are_numbered_as_whole_numbers(decals_catalog, tmp_path):
+    frame = pd.read_csv(decals_catalog)
+    frame.loc[0, "bar_no"] = -1
+    frame.to_csv(decals_catalog, index=False)
+    convert(config_for(decals_catalog, tmp_path / "shards"))
+    lines = (tmp_path / "shards" / "rejected.csv").read_text().splitlines()
+    assert lines[0] == "row,id_str,reason" and lines[1].startswith("1,")
+
+
+def test_one_vote_validator_for_catalog_pool_and_reduced_votes(tmp_path):
+    from zoobot import catalog, oracle, pool, votes
+
+    assert pool.validate_votes is votes.validate_votes and oracle.validate_votes is votes.validate_votes
+    assert catalog.count_problems is votes.count_problems
+    frame = pd.DataFrame({"id_str": ["a", "b", "c", "d", "a"], "n": ["1", "inf", "1e20", "2.5", "3"]})
+    good, rejected = votes.validate_votes(frame, ["n"])
+    assert good.empty
+    assert rejected["reason"].tolist() == [
+        "duplicate id 'a' (rows 1, 5); keep one row per galaxy", "'n' is not finite (inf); expected vote counts",
+        "'n' is 1e+20, more than 1,000,000 votes for one answer: not a plausible vote count (a unit or parsing mistake?)",
+        "'n' is not a whole number (2.5); expected vote counts", "duplicate id 'a' (rows 1, 5); keep one row per galaxy"]
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv (util-linux) to drop root's override")
+def test_a_writable_output_folder_inside_a_read_only_parent_is_enough(decals_catalog, tmp_path):
+    """Staging goes inside the output folder, so its parent need not be writable. Root ignores file
+    modes, so the conversion runs as root without CAP_DAC_OVERRIDE, as an ordinary user would."""
+    parent = tmp_path / "readonly"
+    out = parent / "shards"
+    out.mkdir(parents=True)
+    elsewhere = tmp_path / "elsewhere"
+    parent.chmod(0o555)
+    try:
+        ok = _convert_without_override(decals_catalog, out, tmp_path)
+        assert ok.returncode == 0, ok.stderr[-3000:]
+        Manifest.read(out)
+        blocked = _convert_without_override(decals_catalog, parent / "new", tmp_path)
+        nested = _convert_without_override(decals_catalog, parent / "new" / "deeper", tmp_path)
+    finally:
+        parent.chmod(0o755)
+    for result, path in ((blocked, parent / "new"), (nested, parent / "new" / "deeper")):
+        assert result.returncode == 1
+        assert f"Cannot write to output_dir '{path}': '{parent}' is not writable" in result.stderr
+        assert "Traceback" not in result.stderr and ".zoobot-staging" not in result.stderr
+    assert not elsewhere.exists() and sorted(p.name for p in parent.iterdir()) == ["shards"]
+
+
+def _convert_without_override(catalog, out, tmp_path):
+    env = {**os.environ, "MLFLOW_TRACKING_URI": f"sqlite:///{tmp_path}/mlflow.db", "TF_CPP_MIN_LOG_LEVEL": "3"}
+    command = ["setpriv", "--bounding-set=-dac_override,-fowner", str(Path(sys.executable).parent / "zoobot"),
+               "convert", "--catalog", str(catalog), "--output-dir", str(out), "--image-size", "16",
+               "--workers", "1", "--log-shards", "false"]
+    return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)

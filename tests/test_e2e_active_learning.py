@@ -70,7 +70,8 @@ def test_campaign_through_a_server_then_killed_and_resumed(mlflow_server, al_sha
             assert key in run.data.metrics, (key, run.data.tags)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"acquisition_scores.png", "acquired_vs_random.png", "acquired.csv", "acquired.json"} <= artifacts
-        assert run.data.tags["registered_model"].startswith(f"zoobot-al-{run.data.tags['arm']} v")
+        # named after the campaign (its work_dir), so unrelated campaigns never share a registered model
+        assert run.data.tags["registered_model"].startswith(f"zoobot-al-clean-{run.data.tags['arm']} v")
         # the run's record of what it acquired is the state database's
         logged = pd.read_csv(client.download_artifacts(run.info.run_id, "acquired.csv", str(tmp_path)))
         state = acquired_by_iteration(tmp_path / "clean" / run.data.tags["arm"] / "state.db")
@@ -123,3 +124,81 @@ def test_campaign_through_a_server_then_killed_and_resumed(mlflow_server, al_sha
     experiment = client.get_experiment_by_name("e2e-al-killed")
     children = client.search_runs([experiment.experiment_id], filter_string="tags.step = 'al_iteration'")
     assert len(children) == 4
+    assert [r.info.status for r in client.search_runs([experiment.experiment_id])
+            if r.info.status != "FINISHED"] == []
+
+
+def test_a_campaign_killed_while_an_iteration_logs_completes_that_run_on_restart(al_shards, tmp_path):
+    """The pool state commits an iteration before its run is logged; a kill in between must not leave
+    the run RUNNING forever (the restart moves on to the next iteration and would never return)."""
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = environment(uri)
+    command = [str(VENV_BIN / "zoobot"), "active_learning", "--shards", str(al_shards), "--work-dir",
+               str(tmp_path / "campaign"), "--arms", "bald", "--iterations", "2", "--n-acquire", "4",
+               "--n-samples", "3", "--epochs", "1", "--batch-size", "8", "--filters", TINY_MODEL["filters"],
+               "--dense-units", str(TINY_MODEL["dense_units"])]
+    killed = subprocess.run(command, env={**env, "ZOOBOT_KILL_AT": "iteration-logging"}, cwd=tmp_path,
+                            capture_output=True, text=True, timeout=600)
+    assert killed.returncode == -signal.SIGKILL, killed.stderr[-3000:]
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(["0"], filter_string="tags.step = 'al_iteration'")
+    assert run.info.status == "RUNNING" and "iteration" not in run.data.metrics  # the defect's starting point
+    with PoolState.open(tmp_path / "campaign" / "bald" / "state.db") as state:
+        assert state.current_iteration() == 2  # the state has moved on
+
+    again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-5000:]
+    runs = client.search_runs(["0"])
+    assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3  # the campaign and its two iterations
+    first = client.get_run(run.info.run_id)
+    assert first.data.tags["completed_after_restart"] == "true"
+    assert {"iteration", "n_labelled", "test_loss", "n_acquired"} <= set(first.data.metrics)
+    assert [m.step for m in client.get_metric_history(run.info.run_id, "iteration")] == [1]
+    assert {"acquired.csv", "acquisition_scores.png"} <= {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_al_iteration_counts_and_keeps_every_rejected_label_row(al_shards, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = environment(uri)
+    state_path = tmp_path / "week" / "state.db"
+    command = [str(VENV_BIN / "zoobot"), "al_iteration", "--state", str(state_path), "--shards", str(al_shards),
+               "--oracle", "zooniverse", "--n-acquire", "4", "--n-samples", "3", "--epochs", "1", "--batch-size", "8",
+               "--filters", TINY_MODEL["filters"], "--dense-units", str(TINY_MODEL["dense_units"])]
+    first = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert first.returncode == 0 and "waiting for volunteers' labels" in first.stdout, first.stderr[-3000:]
+    with PoolState.open(state_path) as state:
+        acquired, pool, initial = state.acquired_ids(1), state.pool_ids(), state.labelled_ids()
+        columns = list(state.label_cols)
+    ones = ",".join(["1"] * len(columns))
+    rows = [f"{acquired[0]},{ones}", f"{acquired[1]},{ones}",
+            f"{acquired[2]},{ones}", f"{acquired[2]},{ones}",  # duplicate: both set aside
+            f"{acquired[3]},-1{ones[1:]}",  # negative count
+            f"nobody,{ones}",  # not a galaxy of the campaign
+            f"{pool[0]},{ones}",  # in the pool, never requested
+            f"{initial[0]},{ones}",  # labelled before the campaign
+            f",{ones}",  # no id
+            f"{pool[1]},1e20{ones[1:]}",  # implausible count
+            f"{pool[2]},inf{ones[1:]}"]  # not finite
+    labels = tmp_path / "reduced.csv"
+    labels.write_text("\n".join(["id_str," + ",".join(columns), *rows]) + "\n")
+
+    second = subprocess.run([*command, "--labels-file", str(labels)], env=env, cwd=tmp_path, capture_output=True,
+                            text=True, timeout=600)
+    assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
+    assert "9 label rows were set aside" in second.stdout, second.stdout
+    rejects_file = tmp_path / "week" / "iteration_001" / "rejected_labels.csv"
+    assert str(rejects_file) in second.stdout
+    rejects = pd.read_csv(rejects_file, dtype={"id_str": str}, keep_default_na=False)
+    assert rejects["row"].tolist() == [3, 4, 5, 6, 7, 8, 9, 10, 11]
+    reasons = dict(zip(rejects["row"], rejects["reason"]))
+    assert reasons[3].startswith("duplicate id") and reasons[4].startswith("duplicate id")
+    assert "negative" in reasons[5] and reasons[6].startswith("unknown id")
+    assert reasons[7].startswith("not acquired") and reasons[8].startswith("already labelled")
+    assert reasons[9].startswith("missing id") and "plausible" in reasons[10] and "not finite" in reasons[11]
+    with PoolState.open(state_path) as state:
+        assert sorted(state.labelled_ids()) == sorted([*initial, acquired[0], acquired[1]])
+        assert state.stage_info(1, "ingest")["n_rejected"] == 9
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(["0"], filter_string="tags.step = 'al_iteration'")
+    assert "rejected_labels.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert run.data.metrics["n_labels_rejected"] == 9

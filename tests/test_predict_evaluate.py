@@ -1,5 +1,7 @@
 """predict (streamed MC samples to Parquet/HDF5 + summary) and evaluate (metrics, coverage, figures)."""
 
+import dataclasses
+
 import mlflow
 import numpy as np
 import pandas as pd
@@ -48,6 +50,23 @@ def test_predict_streams_samples_and_a_summary_for_every_galaxy(bundle, tiny_sha
     np.testing.assert_allclose(mean, predictions.mean_fractions("smooth-or-featured")[:, 0], rtol=1e-5)
     with pytest.raises(FileExistsError, match="overwrite=true"):
         predict(config, model, meta, manifest)
+
+
+def test_predict_overwrite_replaces_only_its_own_files(bundle, tiny_shards, tmp_path):
+    model, meta = load_bundle(bundle)
+    manifest = Manifest.read(tiny_shards)
+    (tmp_path / "notes.txt").write_text("mine")
+    config = PredictConfig(model=str(bundle), shards=str(tiny_shards), split="test", output_dir=str(tmp_path),
+                           n_samples=2, format="hdf5")
+    predict(config, model, meta, manifest)  # beside a user's file: fine
+    again = dataclasses.replace(config, format="parquet", overwrite=True)
+    predict(again, model, meta, manifest)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.txt", "predictions.json", "samples.parquet",
+                                                          "summary.csv"]  # the earlier samples.h5 went with it
+    (tmp_path / "predictions.json").unlink()  # summary.csv is no longer known to be a prediction's
+    with pytest.raises(ValueError, match=r"would replace 2 files .* did not write: \['samples.parquet', 'summary.csv'\]"):
+        predict(again, model, meta, manifest)
+    assert (tmp_path / "notes.txt").read_text() == "mine"
 
 
 def test_predictions_are_a_function_of_the_seed_and_test_time_augmentation_adds_views(bundle, tiny_shards, tmp_path):

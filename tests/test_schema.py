@@ -119,3 +119,96 @@ def test_schema_module_imports_neither_tensorflow_nor_mlflow():
             "print([m for m in ('tensorflow', 'mlflow', 'keras') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"
+
+
+# -- schema files with mistakes: the error names the file and the line ------------------------------
+
+RING_YAML = (
+    "name: rings\n"
+    "questions:\n"
+    "  - name: ring\n"
+    "    answers:\n"
+    "      inner: n_inner\n"
+    "      outer: n_outer\n"
+    "      inner: n_partial\n"  # a copy-paste slip: YAML would drop line 5's answer
+)
+
+
+def test_yaml_syntax_error_names_the_file_line_and_fix(tmp_path):
+    path = tmp_path / "unclosed.yaml"
+    path.write_text("name: x\nquestions:\n  - name: ring\n    answers: [yes, no\n  - name: bar\n")
+    with pytest.raises(SchemaError) as error:
+        load_schema(path)
+    message = str(error.value)
+    assert str(path) in message and "<unicode string>" not in message
+    # noticed at line 5, but the unclosed '[' of line 4 is the mistake: both are named
+    assert "line 5, column 9: expected ',' or ']'" in message and "starts at line 4, column 14" in message
+    assert "close every '['" in message
+
+
+def test_yaml_answers_key_repeated_is_refused_with_both_lines(tmp_path):
+    path = tmp_path / "rings.yaml"
+    path.write_text(RING_YAML)
+    with pytest.raises(SchemaError, match=r"key 'inner' twice in one mapping: at line 5, column 7 and again at "
+                                          r"line 7, column 7") as error:
+        load_schema(path)
+    assert str(path) in str(error.value)
+
+
+def test_yaml_question_key_repeated_is_refused(tmp_path):
+    path = tmp_path / "two_lists.yaml"
+    path.write_text("name: x\nquestions:\n  - name: ring\n    answers: [yes, no]\n"
+                    "questions:\n  - name: bar\n    answers: [yes, no]\n")
+    with pytest.raises(SchemaError, match=r"two_lists.yaml' has the key 'questions' twice .* line 2, .* line 5"):
+        load_schema(path)
+    path.write_text("name: x\nquestions:\n  - name: ring\n    name: bar\n    answers: [yes, no]\n")
+    with pytest.raises(SchemaError, match=r"key 'name' twice .* line 3, .* line 4"):
+        load_schema(path)
+
+
+def test_yes_and_Yes_are_one_key_and_the_message_says_so(tmp_path):
+    path = tmp_path / "flags.yaml"
+    path.write_text("name: x\nquestions:\n  - name: q\n    answers: {yes: c1, no: c2, Yes: c3}\n")
+    with pytest.raises(SchemaError, match=r"key 'yes' twice .* \(as 'Yes', which YAML reads as the same key\)"):
+        load_schema(path)
+
+
+def test_unique_key_loader_keeps_yes_no_words_and_merge_overrides(tmp_path):
+    path = tmp_path / "merged.yaml"
+    path.write_text("base: &b {answers: [a, b]}\nname: x\nquestions:\n"
+                    "  - <<: *b\n    name: ring\n    answers: [yes, no]\n")  # an explicit key beside `<<` wins
+    assert load_schema(path).label_cols == ("ring_yes", "ring_no")
+
+
+def test_json_syntax_error_names_the_file_and_line(tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_text('{"name": "x",\n "questions": [\n  {"name": "q" "answers": ["a", "b"]}]}')
+    with pytest.raises(SchemaError, match=r"'.*tree.json' is not valid JSON: line 3, column 16: Expecting ','"):
+        load_schema(path)
+
+
+def test_json_key_repeated_is_refused(tmp_path):
+    path = tmp_path / "tree.json"
+    path.write_text('{"name": "x",\n "questions": [{"name": "q",\n  "answers": {"a": "c1", "b": "c2",\n'
+                    '   "a": "c3"}}]}')
+    with pytest.raises(SchemaError, match=r"key 'a' twice in one object .* line 3, column 15 and line 4, column 4"
+                       ) as error:
+        load_schema(path)
+    assert str(path) in str(error.value)
+
+
+def test_cli_shows_a_bad_schema_file_without_a_traceback(tmp_path, decals_catalog, sqlite_tracking):
+    from click.testing import CliRunner
+
+    from zoobot import cli
+
+    unclosed, repeated = tmp_path / "unclosed.yaml", tmp_path / "rings.yaml"
+    unclosed.write_text("name: x\nquestions:\n  - name: ring\n    answers: [yes, no\n  - name: bar\n")
+    repeated.write_text(RING_YAML)
+    for schema, line in [(unclosed, "line 5"), (repeated, "line 7")]:
+        result = CliRunner().invoke(cli.main, ["convert", "--catalog", str(decals_catalog), "--schema", str(schema),
+                                               "--output-dir", str(tmp_path / "out")])
+        assert result.exit_code == 1, result.output
+        assert isinstance(result.exception, SystemExit)  # click's handled error, not an uncaught SchemaError
+        assert "Error: Schema file" in result.output and str(schema) in result.output and line in result.output
+        assert "Traceback" not in result.output and "<unicode string>" not in result.output

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import re
 from pathlib import Path
 
@@ -128,22 +129,45 @@ def test_fits_images_are_grz_cubes(gz2_fits):
 
 def test_existing_catalog_is_not_overwritten_unless_asked(tmp_path):
     first = _run(tmp_path, n_galaxies=2)
-    with pytest.raises(FileExistsError, match=r"already exists.*overwrite=True.*another output_dir"):
+    with pytest.raises(FileExistsError, match=r"already holds the output of `simulate`.*overwrite=true.*another output_dir"):
         _run(tmp_path, n_galaxies=2, seed=2)
     assert first.catalog_path.read_bytes() == _run(tmp_path, n_galaxies=2, overwrite=True).catalog_path.read_bytes()
 
 
-def test_failed_run_leaves_no_catalog(tmp_path, monkeypatch):
-    _run(tmp_path, n_galaxies=2)
+def test_failed_overwrite_leaves_the_earlier_survey_whole(tmp_path, monkeypatch):
+    first = _run(tmp_path, n_galaxies=2)
+    before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
 
     def broken_write(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(simulate, "_write_image", broken_write)
     with pytest.raises(OSError, match="disk full"):
+        _run(tmp_path, n_galaxies=2, seed=5, overwrite=True)
+    # Everything was staged: the earlier survey is exactly as it was, and no staging folder is left.
+    assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+    assert first.catalog_path.is_file()
+
+
+def test_overwrite_never_replaces_a_catalog_that_simulate_did_not_write(tmp_path):
+    mine = tmp_path / "catalog.csv"
+    mine.write_text("iauname,file_loc\nJ1,my_image.png\n")
+    (tmp_path / "my_image.png").write_bytes(b"not a simulation")
+    with pytest.raises(ValueError, match=r"would replace 1 files .* that it did not write: \['catalog.csv'\]"):
         _run(tmp_path, n_galaxies=2, overwrite=True)
-    # The old catalog is gone too: it would have named a mixture of old and new images.
-    assert not (tmp_path / "catalog.csv").exists()
+    assert mine.read_text() == "iauname,file_loc\nJ1,my_image.png\n"
+    assert (tmp_path / "my_image.png").read_bytes() == b"not a simulation"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["catalog.csv", "my_image.png"]
+
+
+def test_overwrite_replaces_only_the_earlier_simulation_files(tmp_path):
+    _run(tmp_path, n_galaxies=3)
+    (tmp_path / "notes.txt").write_text("keep me")
+    second = _run(tmp_path, n_galaxies=2, seed=9, overwrite=True)
+    assert (tmp_path / "notes.txt").read_text() == "keep me"
+    images = sorted(str(p.relative_to(tmp_path)) for p in (tmp_path / "images").rglob("*") if p.is_file())
+    assert images == sorted(second.catalog["file_loc"])  # the first survey's other images are gone
+    assert json.loads((tmp_path / "simulation.json").read_text())["files"] == ["catalog.csv", *second.catalog["file_loc"]]
 
 
 def test_progress_bar_goes_to_stderr(tmp_path, capsys):

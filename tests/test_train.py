@@ -226,3 +226,19 @@ def test_multi_worker_training_with_two_worker_processes_on_localhost(tiny_shard
     assert client.get_model_version_by_alias("mw", "champion").run_id == run.info.run_id
     state = json.loads((tmp_path / "ckpt" / "state.json").read_text())
     assert state["epoch"] == 2 and state["finished"]
+
+
+@pytest.mark.slow
+def test_a_non_finite_loss_stops_training_with_its_epoch_and_registers_nothing(tiny_shards, tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    command, env = zoobot_train(tiny_shards, uri, tmp_path, "--epochs", "3", "--learning-rate", "1e20",
+                                "--registered-model-name", "diverged", "--checkpoint-dir", str(tmp_path / "ckpt"))
+    result = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=400)
+    assert result.returncode == 1, result.stdout[-2000:] + result.stderr[-3000:]
+    assert "Training stopped at epoch 1: the loss is not finite (loss=nan" in result.stderr
+    assert "learning rate too high" in result.stderr and "Traceback" not in result.stderr
+    client = MlflowClient(uri)
+    (run,) = client.search_runs(["0"])
+    assert run.info.status == "FAILED" and "champion" not in run.data.tags
+    assert client.search_registered_models() == [] and client.search_model_versions("name='diverged'") == []
+    assert not (tmp_path / "ckpt" / "best.weights.h5").exists()  # nothing of the NaN epoch was saved

@@ -8,8 +8,10 @@ iteration skips what is done and redoes only the stage that was interrupted.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -17,6 +19,7 @@ import pandas as pd
 from zoobot import acquisition
 from zoobot.pool import PoolState
 from zoobot.predictions import Predictions
+from zoobot.staging import atomic_write_text
 
 
 @dataclass(frozen=True)
@@ -45,7 +48,8 @@ class ALConfig:
     patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of random acquisition."})
     registered_model_name: str = field(default="", metadata={
-        "help": "Register each iteration's model under this name ('' = zoobot-al-<arm>)."})
+        "help": "Register each iteration's model under this name ('' = zoobot-al-<campaign>-<arm>, <campaign> being "
+                "the folder of the state database, or active_learning's work_dir, so campaigns never share one)."})
 
     def __post_init__(self):
         problems = []
@@ -123,6 +127,32 @@ class IterationOutcome:
     waiting_for_labels: bool  # zooniverse: the labels have not come back yet
 
 
+def default_model_name(state_path: str | Path, arm: str) -> str:
+    """zoobot-al-<campaign>-<arm>: the campaign is the folder of its state database (for an arm of
+    `active_learning`, the work_dir holding the arm's folder)."""
+    folder = Path(state_path).resolve().parent
+    if folder.name == arm:
+        folder = folder.parent
+    campaign = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-") or "campaign"
+    return f"zoobot-al-{campaign}-{arm}"
+
+
+def iteration_dir(state: PoolState, iteration: int) -> Path:
+    """Where an iteration's files go: beside the campaign's state file."""
+    return Path(state.path).parent / f"iteration_{iteration:03d}"
+
+
+def rejects_path(state: PoolState, iteration: int) -> Path:
+    """The vote rows an iteration's ingest set aside, each with its reason."""
+    return iteration_dir(state, iteration) / "rejected_labels.csv"
+
+
+def _write_rejects(rejected: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, rejected.to_csv(index=False))
+    return path
+
+
 def score_pool(chunks: Iterable[Predictions], name: str, n_volunteers: float, seed: int) -> tuple[list[str], np.ndarray]:
     """Acquisition scores chunk by chunk, so the pool's samples never need to be in memory at once."""
     ids, scores = [], []
@@ -177,9 +207,19 @@ def run_iteration(state: PoolState, steps: Steps, config: ALConfig) -> Iteration
             with state.stage(iteration, "ingest") as info:
                 report = state.ingest_labels(iteration, votes)
                 info.update(n_ingested=report.n_ingested, n_rejected=report.n_rejected)
+                if report.n_rejected:  # written before the stage commits: a kill here just repeats the ingest
+                    info["rejected_file"] = str(_write_rejects(report.rejected, rejects_path(state, iteration)))
             ran.append("ingest")
     return IterationOutcome(iteration, tuple(ran), train_info, state.scores(iteration), acquired,
                             state.n_labelled(), waiting)
+
+
+def finished_outcome(state: PoolState, iteration: int) -> IterationOutcome:
+    """The outcome of an iteration that finished earlier, rebuilt from the state (for a run whose
+    logging a kill interrupted)."""
+    history = state.history().set_index("iteration")
+    return IterationOutcome(iteration, (), state.stage_info(iteration, "train"), state.scores(iteration),
+                            state.acquired_ids(iteration), int(history.at[iteration, "n_labelled"]), False)
 
 
 def labels_needed(curves: dict[str, pd.DataFrame], baseline: str = "random",

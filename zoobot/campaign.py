@@ -7,6 +7,8 @@ side (registering each iteration's model) is passed in as `log_model`.
 
 from __future__ import annotations
 
+import os
+import signal
 import warnings
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -16,10 +18,10 @@ import numpy as np
 import pandas as pd
 import tensorflow as tf
 
-from zoobot.active_learning import ALConfig, Steps
+from zoobot.active_learning import ALConfig, Steps, default_model_name, iteration_dir
 from zoobot.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
 from zoobot.model import ModelConfig, mc_predict, reseed, save_bundle, split_trunk_head
-from zoobot.oracle import SimulatedOracle, export_subjects, read_reduced_votes
+from zoobot.oracle import SimulatedOracle, export_subjects, read_vote_table
 from zoobot.pool import PoolState
 from zoobot.predictions import Predictions
 from zoobot.shards import make_dataset, read_split
@@ -96,10 +98,6 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
         yield Predictions(batch_ids, samples, meta["output"], schema, meta.get("question"))
 
 
-def iteration_dir(state: PoolState, iteration: int) -> Path:
-    return Path(state.path).parent / f"iteration_{iteration:03d}"
-
-
 def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig,
                     model_config: ModelConfig, callbacks=()) -> tuple[dict, object]:
     """Train on everything labelled so far; evaluate on the fixed test split; save the model."""
@@ -169,13 +167,13 @@ def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_con
             return oracle.reveal(awaiting)
         if not config.labels_file:
             return None
-        return read_reduced_votes(config.labels_file, state.schema).votes
+        return read_vote_table(config.labels_file, state.schema)  # every row: the ingest judges and reports each
 
     return Steps(train=train_step, predict=predict_step, request=request_step, labels=labels_step)
 
 
 def with_iteration_defaults(config: ALConfig, arm: str) -> ALConfig:
-    return replace(config, registered_model_name=config.registered_model_name or f"zoobot-al-{arm}")
+    return replace(config, registered_model_name=config.registered_model_name or default_model_name(config.state, arm))
 
 
 # -- one logged iteration, and a whole simulated campaign -----------------------------------------
@@ -212,13 +210,40 @@ def run_logged_iteration(config: ALConfig, model_config: ModelConfig, arm: str, 
                                                  config.registered_model_name, info["best_val_loss"])
 
     params = {**{k: v for k, v in vars(config).items()}, **vars(model_config)}
-    with tracking.iteration_run(runs_file, f"{arm}-iteration-{iteration:03d}", params, tags, nested):
+    finish_interrupted_runs(runs_file, state, manifest, nested)
+    with tracking.iteration_run(runs_file, iteration_key(arm, iteration), params, tags, nested):
         steps = real_steps(state, manifest, config, model_config, on_trained=register,
                            callbacks=[tracking.metrics_logger()])
         outcome = run_iteration(state, steps, config)
+        fault_point("iteration-logging")
         tracking.log_iteration(outcome, state, manifest)
     state.check_invariants()
     return outcome, state
+
+
+def iteration_key(arm: str, iteration: int) -> str:
+    return f"{arm}-iteration-{iteration:03d}"
+
+
+def finish_interrupted_runs(runs_file: Path, state: PoolState, manifest: Manifest, nested: bool) -> None:
+    """Complete the MLflow runs of iterations whose work is all in the state but whose logging a
+    kill cut short: the state moved on, so nothing else would ever come back to them."""
+    from zoobot import tracking
+    from zoobot.active_learning import finished_outcome
+    from zoobot.pool import LAST_STAGE
+
+    for key, run_id in tracking.unfinished_runs(runs_file).items():
+        iteration = int(key.rsplit("-", 1)[1])
+        if state.is_done(iteration, LAST_STAGE):
+            with tracking.reopened_run(run_id, nested):
+                tracking.log_iteration(finished_outcome(state, iteration), state, manifest, only_missing=True)
+
+
+def fault_point(name: str) -> None:
+    """Kill this process here, as a power cut would, when ZOOBOT_KILL_AT names this point: lets
+    tests interrupt a campaign at a moment a timed kill could not hit reliably."""
+    if os.environ.get("ZOOBOT_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def learning_curve(state: PoolState) -> pd.DataFrame:

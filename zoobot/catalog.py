@@ -18,11 +18,11 @@ import numpy as np
 import pandas as pd
 
 from zoobot.schema import Schema, load_schema
+from zoobot.votes import REJECTED_COLUMNS, count_problems, id_problems, id_text, rejected_rows
 
 ID = "id_str"  # normalised id column of every table after the catalog
 IMAGE = "image_path"  # normalised, absolute image path
 ROW = "catalog_row"  # 1-based data row of the catalog file, for reports
-REJECTED_COLUMNS = ["row", "id_str", "reason"]
 TABLE_SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".fits", ".fit", ".fits.gz")
 
 
@@ -116,10 +116,9 @@ def load_catalog(
             text = reason(i) if callable(reason) else reason
             reasons.iloc[i].append(text)
 
-    ids = table[id_column].astype("string").str.strip()
-    reject(ids.isna() | (ids == ""), f"missing id in column '{id_column}'")
-    duplicated = ids.duplicated(keep=False) & ids.notna()
-    reject(duplicated, lambda i: f"duplicate id '{ids.iloc[i]}' (appears {int((ids == ids.iloc[i]).sum())} times)")
+    ids = pd.Series([id_text(v) for v in table[id_column].tolist()], index=table.index, dtype=object)
+    for i, problems in id_problems(ids.tolist(), id_column, np.arange(1, len(table) + 1)).items():
+        reasons.iloc[i].extend(problems)
 
     galaxies = table.copy()
     galaxies[ID] = ids
@@ -136,14 +135,14 @@ def load_catalog(
                 _derive_binary(galaxies, question, reject)
             else:
                 for column in question.columns:
-                    galaxies[column] = _check_counts(galaxies[column], column, reject)
+                    values, problems = count_problems(galaxies[column], column)
+                    for i, problem in problems.items():
+                        reasons.iloc[i].append(problem)
+                    galaxies[column] = values
 
     bad = reasons.map(len) > 0
-    rejected = pd.DataFrame({
-        "row": np.flatnonzero(bad.to_numpy()) + 1,
-        "id_str": ids[bad].fillna("").astype(str).to_numpy(),
-        "reason": reasons[bad].map("; ".join).to_numpy(),
-    }, columns=REJECTED_COLUMNS)
+    rejected = rejected_rows(np.flatnonzero(bad.to_numpy()) + 1, ids[bad].fillna("").astype(str).to_numpy(),
+                             reasons[bad].map("; ".join).to_numpy())
     good = galaxies[~bad].reset_index(drop=True)
     if require_labels:
         good[list(schema.label_cols)] = good[list(schema.label_cols)].astype(np.int64)
@@ -202,17 +201,6 @@ def _derive_binary(galaxies: pd.DataFrame, question, reject) -> None:
     yes, no = question.columns
     galaxies[yes] = values.where(~bad)
     galaxies[no] = 1 - values.where(~bad)
-
-
-def _check_counts(raw: pd.Series, column: str, reject) -> pd.Series:
-    values = pd.to_numeric(raw, errors="coerce").astype(float)
-    not_number = values.isna() & raw.notna()
-    reject(not_number, lambda i: f"'{column}' is not a number: {_show(raw.iloc[i])}")
-    reject(raw.isna(), f"'{column}' is missing (NaN)")
-    reject(values < 0, lambda i: f"'{column}' is negative ({values.iloc[i]:g}); vote counts are >= 0")
-    fractional = values.notna() & (values != np.round(values))
-    reject(fractional, lambda i: f"'{column}' is not a whole number ({values.iloc[i]:g}); expected vote counts")
-    return values
 
 
 def _show(value) -> str:

@@ -57,10 +57,17 @@ def split_options(options: dict, *config_classes):
 
 def user_errors(function):
     """Turn a user's mistake into a one-paragraph error instead of a traceback, and a lost tracking
-    server into a message that says the local work is safe and how to resume."""
+    server into a message that says the local work is safe and how to resume.
+
+    Every command so wrapped logs to MLflow, so an http(s) tracking server is checked once before
+    the work starts: one that was never there fails within seconds, and the "lost mid-run" message
+    is kept for a server that really went away after that. (`--help` never gets here.)"""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
         try:
+            from zoobot.references import check_tracking_server
+
+            check_tracking_server()
             return function(*args, **kwargs)
         except USER_ERRORS as e:
             raise click.ClickException(str(e)) from e
@@ -216,14 +223,18 @@ def _predict() -> click.Command:
     @options_from(PredictConfig)
     @user_errors
     def predict(**options):
+        from zoobot.references import resolve_model
+
+        (config,) = split_options(options, PredictConfig)
+        model_path = resolve_model(config.model)  # before TensorFlow loads and a run opens: a bad one fails fast
+
         from zoobot import tracking
         from zoobot.manifest import Manifest
         from zoobot.model import load_bundle
         from zoobot.predict import predict as run_predict
 
-        (config,) = split_options(options, PredictConfig)
         with tracking.step_run("predict", config):
-            model, meta = load_bundle(tracking.local_model_path(config.model))
+            model, meta = load_bundle(model_path)
             manifest = Manifest.read(tracking.resolve_local(config.shards, "shards")) if config.shards else None
             result = run_predict(config, model, meta, manifest, progress=True)
             tracking.log_prediction(result)
@@ -240,15 +251,19 @@ def _evaluate() -> click.Command:
     @options_from(EvaluateConfig)
     @user_errors
     def evaluate(**options):
+        from zoobot.references import resolve_model
+
+        (config,) = split_options(options, EvaluateConfig)
+        model_path = resolve_model(config.model)  # before TensorFlow loads and a run opens: a bad one fails fast
+
         from zoobot import tracking
         from zoobot.evaluate import evaluate as run_evaluate
         from zoobot.manifest import Manifest
         from zoobot.model import load_bundle
         from zoobot.predict import predict_split
 
-        (config,) = split_options(options, EvaluateConfig)
         with tracking.step_run("evaluate", config):
-            model, meta = load_bundle(tracking.local_model_path(config.model))
+            model, meta = load_bundle(model_path)
             manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
             result = run_evaluate(*predict_split(model, meta, manifest, config.split, config.n_samples,
                                                  config.batch_size))
@@ -275,9 +290,10 @@ def _al_iteration() -> click.Command:
         outcome, state = run_logged_iteration(config, model_config, arm=config.acquisition)
         status = ("waiting for volunteers' labels: rerun with --labels-file" if outcome.waiting_for_labels
                   else f"{outcome.n_labelled} galaxies labelled")
-        if "ingest" in outcome.stages_run and state.stage_info(outcome.iteration, "ingest").get("n_rejected"):
-            status += (f"; {state.stage_info(outcome.iteration, 'ingest')['n_rejected']} vote rows were set aside "
-                       "(their galaxies still await labels: send corrected votes with the next --labels-file)")
+        ingest = state.stage_info(outcome.iteration, "ingest") if "ingest" in outcome.stages_run else {}
+        if ingest.get("n_rejected"):
+            status += (f"; {ingest['n_rejected']} label rows were set aside, each with its reason in "
+                       f"{ingest['rejected_file']} (send corrected rows with the next --labels-file)")
         click.echo(f"Iteration {outcome.iteration} ({', '.join(outcome.stages_run) or 'nothing left to do'}): "
                    f"acquired {len(outcome.acquired)}; {status}.")
 

@@ -2,9 +2,10 @@
 
 Steps, in the order they run: load and validate the catalog; assign seeded splits; decode images
 in parallel; write each split's shards into a staging folder; write the pool's labels to the
-oracle file, the rejected rows, the galaxy index and, last, the manifest; then move the staging
-folder into place in one rename. A killed conversion therefore leaves no folder that a later step
-could mistake for a finished one.
+oracle file, the rejected rows, the galaxy index and, last, the manifest; then move the files into
+place, the manifest last (`zoobot.staging`). A killed conversion therefore leaves no folder that a
+later step could mistake for a finished one, and `overwrite` replaces only the files an earlier
+conversion's manifest lists: a catalog and images in the same folder are never touched.
 
 TensorFlow is imported only when writing, so worker processes that decode images stay light.
 """
@@ -13,8 +14,6 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import uuid
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
@@ -26,12 +25,15 @@ import numpy as np
 import pandas as pd
 
 import zoobot
-from zoobot.catalog import ID, IMAGE, REJECTED_COLUMNS, ROW, Catalog, load_catalog
+from zoobot import staging
+from zoobot.catalog import ID, IMAGE, ROW, Catalog, load_catalog
 from zoobot.images import ImageReadError, ImageSpec, read_image
 from zoobot.manifest import MANIFEST_NAME, Manifest, Split
+from zoobot.votes import rejected_rows
 
 SPLIT_ORDER = ("train", "validation", "test", "pool", "all")
 EXAMPLES_PER_SPLIT = 8
+FIXED_OUTPUTS = ("galaxies.csv", "rejected.csv", MANIFEST_NAME)  # besides the shards and the oracle
 
 
 @dataclass(frozen=True)
@@ -165,7 +167,8 @@ def convert(config: ConvertConfig, progress: bool = False) -> ConvertResult:
     from zoobot import shards  # TensorFlow: only in the writing process
 
     output_dir = Path(config.output_dir).resolve()
-    _check_output_dir(output_dir, config.overwrite)
+    owned = staging.owned_files(output_dir, MANIFEST_NAME, _conversion_files)
+    staging.check_output_folder(output_dir, MANIFEST_NAME, owned, config.overwrite, "convert")  # before the slow part
     catalog = load_catalog(
         config.catalog, config.schema, id_column=config.id_column or None, image_column=config.image_column,
         image_root=config.image_root or None, require_labels=config.labels)
@@ -179,10 +182,9 @@ def convert(config: ConvertConfig, progress: bool = False) -> ConvertResult:
     galaxies = galaxies.iloc[np.argsort([SPLIT_ORDER.index(s) for s in galaxies["split"]], kind="stable")]
     galaxies = galaxies.reset_index(drop=True)
 
-    staging = output_dir.parent / f".{output_dir.name}.partial-{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging.mkdir(parents=True)
-    try:
-        writers = {s: shards.ShardWriter(staging, s, config.shard_size) for s in dict.fromkeys(galaxies["split"])}
+    with staging.staged_output(output_dir, MANIFEST_NAME, owned, config.overwrite, "convert",
+                               planned=_planned_files(galaxies, config)) as folder:
+        writers = {s: shards.ShardWriter(folder, s, config.shard_size) for s in dict.fromkeys(galaxies["split"])}
         labelled = {s: config.labels and s != "pool" for s in writers}
         label_array = galaxies[list(catalog.schema.label_cols)].to_numpy(np.int64) if config.labels else None
         failed: list[tuple[int, str]] = []
@@ -200,19 +202,17 @@ def convert(config: ConvertConfig, progress: bool = False) -> ConvertResult:
                 images.append(_image_from_bytes(data, config))
         files = {s: w.close() for s, w in writers.items()}
 
-        bad_images = pd.DataFrame({
-            "row": [galaxies.at[i, ROW] for i, _ in failed],
-            "id_str": [galaxies.at[i, ID] for i, _ in failed],
-            "reason": [f"unreadable image: {error}" for _, error in failed],
-        }, columns=REJECTED_COLUMNS)
+        bad_images = rejected_rows([galaxies.at[i, ROW] for i, _ in failed], [galaxies.at[i, ID] for i, _ in failed],
+                                   [f"unreadable image: {error}" for _, error in failed])
         written = galaxies.drop(index=[i for i, _ in failed])
-        rejected = pd.concat([catalog.rejected, bad_images], ignore_index=True)
-        rejected.to_csv(staging / "rejected.csv", index=False)
-        _write_index(written, staging / "galaxies.csv")
+        rejected = rejected_rows(*(pd.concat([catalog.rejected, bad_images], ignore_index=True)[c]
+                                   for c in ("row", "id_str", "reason")))
+        rejected.to_csv(folder / "rejected.csv", index=False)
+        _write_index(written, folder / "galaxies.csv")
         oracle = None
         if config.labels and (written["split"] == "pool").any():
             pool = written[written["split"] == "pool"]
-            pool[[ID, *catalog.schema.label_cols]].to_csv(staging / "oracle.csv", index=False)
+            pool[[ID, *catalog.schema.label_cols]].to_csv(folder / "oracle.csv", index=False)
             oracle = "oracle.csv"
 
         manifest = Manifest(
@@ -227,11 +227,7 @@ def convert(config: ConvertConfig, progress: bool = False) -> ConvertResult:
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             zoobot_version=zoobot.__version__,
         )
-        manifest.write(staging)
-        _move_into_place(staging, output_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
+        manifest.write(folder)
     examples_out = {s: (ids, np.stack(images)) for s, (ids, images) in examples.items() if ids}
     return ConvertResult(Manifest.read(output_dir), catalog, rejected, examples_out)
 
@@ -251,27 +247,13 @@ def _write_index(galaxies: pd.DataFrame, path: Path) -> None:
     galaxies[columns].to_csv(path, index=False)
 
 
-def _check_output_dir(output_dir: Path, overwrite: bool) -> None:
-    if not output_dir.exists():
-        return
-    if not output_dir.is_dir():
-        raise FileExistsError(f"output_dir '{output_dir}' is a file; choose a folder path.")
-    if (output_dir / MANIFEST_NAME).exists() and not overwrite:
-        raise FileExistsError(
-            f"'{output_dir}' already holds a conversion ({MANIFEST_NAME}). Pass overwrite=true to replace it, "
-            "or choose another output_dir.")
-    if any(output_dir.iterdir()) and not overwrite:
-        raise FileExistsError(
-            f"'{output_dir}' exists and is not empty. Choose a new or empty output_dir, or pass overwrite=true "
-            "to replace its contents.")
+def _planned_files(galaxies: pd.DataFrame, config: ConvertConfig) -> list[str]:
+    counts = galaxies["split"].value_counts()
+    shard_names = [f"{s}_{k:05d}.tfrecord" for s, n in counts.items() for k in range(-(-n // config.shard_size))]
+    return [*shard_names, "oracle.csv", *FIXED_OUTPUTS]
 
 
-def _move_into_place(staging: Path, output_dir: Path) -> None:
-    """One rename makes the finished conversion visible; an old one is moved aside first."""
-    old = None
-    if output_dir.exists():
-        old = output_dir.parent / f".{output_dir.name}.old-{uuid.uuid4().hex[:8]}"
-        output_dir.rename(old)
-    staging.rename(output_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+def _conversion_files(manifest: dict) -> list[str]:
+    """What a conversion wrote, from its manifest: shards, oracle and the fixed tables."""
+    shards = [f["path"] for split in manifest["splits"].values() for f in split["files"]]
+    return [*shards, *([manifest["oracle"]] if manifest.get("oracle") else []), *FIXED_OUTPUTS]

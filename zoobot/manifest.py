@@ -4,6 +4,11 @@
 the image shape and encoding, each split's files with their record counts and checksums, and which
 catalog they came from. It is written last, so a folder with a manifest is a finished conversion.
 
+Reading a manifest checks the shards against it, checksums included, so a corrupt or changed file is
+named before training rather than surfacing as TensorFlow's DataLossError halfway through a fit. A
+small cache of files already hashed (by path, size, mtime and expected checksum) keeps that to one
+hash per file, not one per run.
+
 No TensorFlow or MLflow here.
 """
 
@@ -11,6 +16,8 @@ from __future__ import annotations
 
 import json
 import os
+import time
+import uuid
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -22,6 +29,14 @@ FORMAT_VERSION = 1
 FEATURE_ID = "id_str"
 FEATURE_IMAGE = "image"
 FEATURE_LABELS = "labels"
+
+CACHE_DIR_ENV = "ZOOBOT_CACHE_DIR"
+VERIFIED_NAME = "verified-shards.json"
+VERIFIED_MAX_ENTRIES = 20_000  # newest kept; about 200 bytes each
+# A file written again within one timestamp tick of being hashed keeps its size and mtime: trust
+# the cache only for files last changed well before they were hashed (1-2 s mtimes on ext3, FAT,
+# SMB; a coarse kernel clock elsewhere). Fresh files are simply hashed again next time.
+RECENT_NS = 3_000_000_000
 
 
 class ManifestError(ValueError):
@@ -131,7 +146,8 @@ class Manifest:
 
     @classmethod
     def read(cls, folder: str | Path, verify: bool = True) -> Manifest:
-        """Read FOLDER/manifest.json; with `verify`, check every listed shard is there, whole."""
+        """Read FOLDER/manifest.json; with `verify`, check every listed shard is there, whole, with the
+        checksum the manifest recorded (each file hashed once, then remembered by size and mtime)."""
         folder = Path(folder)
         path = folder / MANIFEST_NAME
         if not path.is_file():
@@ -153,22 +169,129 @@ class Manifest:
             manifest.verify()
         return manifest
 
-    def verify(self, checksums: bool = False) -> None:
-        """Every shard present with the size (and, if asked, the checksum) the manifest recorded."""
-        from zoobot.catalog import file_sha256
-
-        problems = []
+    def verify(self, checksums: bool = True) -> None:
+        """Every shard present with the size and (unless `checksums=False`) the sha256 the manifest
+        recorded. A file hashed before with the same size, mtime and expected checksum is not hashed
+        again (see `VerifiedShards`)."""
+        problems, to_hash = [], []
         for split in self.splits.values():
             for shard in split.files:
                 path = self._root() / shard.path
                 if not path.is_file():
-                    problems.append(f"{shard.path}: missing")
-                elif path.stat().st_size != shard.size_bytes:
-                    problems.append(f"{shard.path}: {path.stat().st_size} bytes, manifest says {shard.size_bytes}")
-                elif checksums and file_sha256(path) != shard.sha256:
-                    problems.append(f"{shard.path}: checksum differs from the manifest")
+                    problems.append(f"{path}: missing")
+                    continue
+                stat = path.stat()
+                if stat.st_size != shard.size_bytes:
+                    problems.append(f"{path}: {stat.st_size} bytes, the manifest says {shard.size_bytes} "
+                                    "(the file is truncated or was changed)")
+                elif checksums:
+                    to_hash.append((path, stat, shard.sha256))
+        if to_hash:
+            problems += _check_sha256(to_hash)
         if problems:
+            shown = problems[:10] + ([f"... and {len(problems) - 10} more"] if len(problems) > 10 else [])
             raise ManifestError(
-                f"Shards in '{self._root()}' do not match their manifest: {problems[:10]}. "
-                "The folder was changed after conversion; re-run `convert`."
+                f"Shards in '{self._root()}' do not match their {MANIFEST_NAME}:\n  " + "\n  ".join(shown)
+                + "\nThe folder was changed after conversion: re-run `zoobot convert` to rebuild the shards "
+                "(with --overwrite true it replaces the files this manifest lists)."
             )
+
+
+def _check_sha256(files: list[tuple[Path, os.stat_result, str]]) -> list[str]:
+    """Problems with the files whose content does not hash to the checksum the manifest expects."""
+    from zoobot.catalog import file_sha256
+
+    cache = VerifiedShards.open()
+    problems = []
+    for path, stat, expected in files:
+        if cache.knows(path, stat, expected):
+            continue
+        started = time.time_ns()
+        try:
+            actual = file_sha256(path)
+        except OSError as e:
+            problems.append(f"{path}: cannot be read ({e.strerror or e})")
+            continue
+        if actual == expected:
+            cache.remember(path, stat, expected, started)
+        else:
+            problems.append(f"{path}: checksum differs from the manifest (the file is corrupt or was "
+                            "changed, or the manifest was edited)")
+    cache.save()
+    return problems
+
+
+def cache_dir() -> Path | None:
+    """$ZOOBOT_CACHE_DIR, else $XDG_CACHE_HOME/zoobot, else ~/.cache/zoobot: outside the shard
+    folder, so that verification is remembered for read-only shards too."""
+    if os.environ.get(CACHE_DIR_ENV):
+        return Path(os.environ[CACHE_DIR_ENV]).expanduser()
+    if os.environ.get("XDG_CACHE_HOME"):
+        return Path(os.environ["XDG_CACHE_HOME"]) / "zoobot"
+    try:
+        return Path.home() / ".cache" / "zoobot"
+    except RuntimeError:  # no home directory to be found: go without a cache
+        return None
+
+
+class VerifiedShards:
+    """The shard files whose checksums were verified, by absolute path, with the size, mtime and
+    expected sha256 they had then: any of those changing (an edited file, a touched one, an edited
+    manifest) means hashing again. Only ever a speed-up: a missing, corrupt or unwritable cache file
+    means the shards are hashed, never that verification fails or is skipped."""
+
+    def __init__(self, path: Path | None):
+        self.path = path
+        self.entries = self._load()
+        self.added: dict[str, dict] = {}
+
+    @classmethod
+    def open(cls) -> VerifiedShards:
+        folder = cache_dir()
+        return cls(None if folder is None else folder / VERIFIED_NAME)
+
+    def knows(self, path: Path, stat: os.stat_result, sha256: str) -> bool:
+        entry = self.entries.get(str(path))
+        return entry is not None and (entry["size"], entry["mtime_ns"], entry["sha256"]) == (
+            stat.st_size, stat.st_mtime_ns, sha256)
+
+    def remember(self, path: Path, stat: os.stat_result, sha256: str, hashed_at_ns: int) -> None:
+        """`stat` is from before hashing, so a change made while hashing shows as a new mtime."""
+        if stat.st_mtime_ns < hashed_at_ns - RECENT_NS:
+            self.added[str(path)] = {"size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "sha256": sha256,
+                                     "verified": time.time()}
+
+    def save(self) -> None:
+        """Merge into what is on disk now (other processes verify too) and replace it atomically."""
+        if self.path is None or not self.added:
+            return
+        entries = {**self._load(), **self.added}
+        newest = sorted(entries.items(), key=lambda item: item[1]["verified"], reverse=True)
+        tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}-{uuid.uuid4().hex[:8]}.tmp")
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_text(json.dumps({"entries": dict(newest[:VERIFIED_MAX_ENTRIES])}))
+            os.replace(tmp, self.path)
+        except OSError:  # read-only or full cache folder: the next run hashes again, nothing worse
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
+
+    def _load(self) -> dict[str, dict]:
+        if self.path is None:
+            return {}
+        try:
+            data = json.loads(self.path.read_text())
+        except (OSError, ValueError):  # missing, unreadable or corrupt: start afresh
+            return {}
+        entries = data.get("entries") if isinstance(data, dict) else None
+        if not isinstance(entries, dict):
+            return {}
+        return {path: entry for path, entry in entries.items() if _is_entry(entry)}
+
+
+def _is_entry(entry) -> bool:
+    return (isinstance(entry, dict) and isinstance(entry.get("size"), int)
+            and isinstance(entry.get("mtime_ns"), int) and isinstance(entry.get("sha256"), str)
+            and isinstance(entry.get("verified"), (int, float)))

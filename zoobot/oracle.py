@@ -25,8 +25,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.pool import IN_POOL, INITIAL, PoolError, PoolState, as_ids, validate_votes
+from zoobot.pool import IN_POOL, INITIAL, PoolError, PoolState, as_ids
 from zoobot.schema import Schema, load_schema
+from zoobot.votes import validate_votes
 
 ID = "id_str"
 HIDDEN_ID = "#id_str"  # Zooniverse hides '#'-prefixed metadata from volunteers; reductions carry it back
@@ -227,10 +228,18 @@ def read_reduced_votes(path: str | Path, schema: Schema | str) -> ReducedVotes:
     named as in the schema (rename a reducer's output first). Other columns are ignored.
 
     A missing column is an error for the whole file. Rows with a missing or duplicated id or a
-    count that is missing, not a number, negative or fractional are set aside in `rejected` with a
-    reason; the other rows are kept in `votes`, which `PoolState.ingest_labels` takes as it is.
+    count that is unusable (`zoobot.votes`) are set aside in `rejected` with a reason; the other
+    rows are kept in `votes`.
     """
     schema = load_schema(schema) if isinstance(schema, str) else schema
+    table = read_vote_table(path, schema)
+    good, rejected = validate_votes(table, schema.label_cols, rows=table["row"].to_numpy())
+    return ReducedVotes(Path(path), good, rejected)
+
+
+def read_vote_table(path: str | Path, schema: Schema) -> pd.DataFrame:
+    """Every row of a reduced-votes CSV, unjudged: id_str, row (1-based data row) and the label
+    columns as given. `PoolState.ingest_labels` takes it as it is and reports each bad row."""
     path = Path(path)
     candidates = list(dict.fromkeys((ID, HIDDEN_ID, schema.id_column)))
     frame = _read_csv(path, "Reduced votes", id_columns=tuple(candidates))
@@ -241,8 +250,10 @@ def read_reduced_votes(path: str | Path, schema: Schema | str) -> ReducedVotes:
         needs += [f"columns {missing} required by schema '{schema.name}'"] if missing else []
         raise OracleError(f"Reduced votes '{path}' are missing {' and '.join(needs)}; the file has {_columns(frame)}. "
                           "Rename the reducer's answer columns to the schema's and keep the subjects' '#id_str'.")
-    good, rejected = validate_votes(frame, schema.label_cols, id_column=id_column)
-    return ReducedVotes(path, good, rejected)
+    table = frame[list(schema.label_cols)].copy()
+    table.insert(0, "row", np.arange(1, len(frame) + 1))
+    table.insert(0, ID, frame[id_column].to_numpy())
+    return table
 
 
 def _read_csv(path: Path, what: str, id_columns: tuple[str, ...]) -> pd.DataFrame:

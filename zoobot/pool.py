@@ -47,9 +47,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.catalog import REJECTED_COLUMNS
 from zoobot.manifest import Manifest
 from zoobot.schema import Schema
+from zoobot.votes import id_text, rejected_rows, validate_votes
 
 INITIAL = -1  # labelled_iteration of the galaxies labelled before the campaign began
 IN_POOL = 0  # labelled_iteration of a galaxy without labels
@@ -168,98 +168,6 @@ class IngestReport:
             text += f"; set aside {self.n_rejected} rows, e.g. " + "; ".join(
                 f"row {r.row} ({r.id_str}): {r.reason}" for r in self.rejected.head(3).itertuples())
         return text + "."
-
-
-# -- validation shared with the oracle ---------------------------------------------------------------
-
-def validate_votes(frame: pd.DataFrame, label_cols: Sequence[str], id_column: str = "id_str",
-                   rows: Sequence[int] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Split a table of vote counts into good rows and rejected rows, with a reason for each.
-
-    `frame` must already have `id_column` and every label column (a missing column is a problem of
-    the whole file, for the caller to report). A row is rejected for a missing or duplicated id
-    (every copy: which one is right cannot be known), or a count that is missing, not a number,
-    negative, or not a whole number. `rows` numbers the rows in reports (default 1, 2, ...).
-
-    Returns (good: id_str, row, label columns as int64; rejected: row, id_str, reason).
-    """
-    n = len(frame)
-    row_numbers = np.arange(1, n + 1) if rows is None else np.asarray(rows, dtype=np.int64)
-    reasons: list[list[str]] = [[] for _ in range(n)]
-    ids = [_id_text(v) for v in frame[id_column].tolist()]
-    for i, value in enumerate(ids):
-        if value is None:
-            reasons[i].append(f"missing id in column '{id_column}'")
-    positions: dict[str, list[int]] = {}
-    for i, value in enumerate(ids):
-        if value is not None:
-            positions.setdefault(value, []).append(i)
-    for value, where in positions.items():
-        if len(where) > 1:
-            listed = ", ".join(str(row_numbers[j]) for j in where)
-            for j in where:
-                reasons[j].append(f"duplicate id '{value}' (rows {listed}); keep one row per galaxy")
-    counts = np.zeros((n, len(label_cols)), dtype=np.int64)
-    for k, column in enumerate(label_cols):
-        values, problems = _check_count_column(frame[column], column)
-        for i, problem in problems.items():
-            reasons[i].append(problem)
-        counts[:, k] = np.where(np.isfinite(values), values, 0).astype(np.int64)
-    bad = np.array([bool(r) for r in reasons], dtype=bool)
-    good = pd.DataFrame({"id_str": [ids[i] for i in np.flatnonzero(~bad)], "row": row_numbers[~bad]})
-    for k, column in enumerate(label_cols):
-        good[column] = counts[~bad, k]
-    rejected = pd.DataFrame({
-        "row": row_numbers[bad],
-        "id_str": [ids[i] or "" for i in np.flatnonzero(bad)],
-        "reason": ["; ".join(reasons[i]) for i in np.flatnonzero(bad)],
-    }, columns=REJECTED_COLUMNS)
-    return good, rejected
-
-
-def _id_text(value) -> str | None:
-    if value is None or (not isinstance(value, str) and pd.isna(value)):
-        return None
-    text = str(value).strip()
-    return text or None
-
-
-def _check_count_column(raw: pd.Series, column: str) -> tuple[np.ndarray, dict[int, str]]:
-    """Counts as floats (NaN where unusable) and the problem of each bad position."""
-    problems: dict[int, str] = {}
-    if pd.api.types.is_numeric_dtype(raw.dtype) and not pd.api.types.is_bool_dtype(raw.dtype):
-        values = raw.to_numpy(dtype=float, na_value=np.nan)
-    else:  # text (or mixed) cells: tell "not a number" from "missing"
-        values = np.full(len(raw), np.nan)
-        for i, value in enumerate(raw.tolist()):
-            if isinstance(value, str):
-                value = value.strip()
-                if value == "" or value.lower() in {"nan", "na", "n/a", "null", "none"}:
-                    continue
-            elif value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-                continue
-            if isinstance(value, (bool, np.bool_)):
-                problems[i] = f"'{column}' is not a number: {value!r}"
-                continue
-            try:
-                values[i] = float(value)
-            except (TypeError, ValueError):
-                problems[i] = f"'{column}' is not a number: {value!r}"
-    with np.errstate(invalid="ignore"):
-        missing = np.isnan(values)
-        infinite = np.isinf(values)
-        negative = ~missing & ~infinite & (values < 0)
-        fractional = ~missing & ~infinite & ~negative & (values != np.round(values))
-    for i in np.flatnonzero(missing):
-        problems.setdefault(int(i), f"'{column}' is missing (NaN)")
-    for i in np.flatnonzero(infinite):
-        problems[int(i)] = f"'{column}' is not finite ({values[i]}); expected vote counts"
-    for i in np.flatnonzero(negative):
-        problems[int(i)] = f"'{column}' is negative ({values[i]:g}); vote counts are >= 0"
-    for i in np.flatnonzero(fractional):
-        problems[int(i)] = f"'{column}' is not a whole number ({values[i]:g}); expected vote counts"
-    values = np.where(missing | infinite | negative | fractional, np.nan, values)
-    return values, problems
 
 
 def _show(ids: Sequence[str]) -> str:
@@ -782,8 +690,8 @@ class PoolState:
                     reasons.append("")
             bad = np.array([bool(r) for r in reasons], dtype=bool)
             if bad.any():
-                late = pd.DataFrame({"row": good["row"].to_numpy()[bad], "id_str": good["id_str"].to_numpy()[bad],
-                                     "reason": [r for r in reasons if r]}, columns=REJECTED_COLUMNS)
+                late = rejected_rows(good["row"].to_numpy()[bad], good["id_str"].to_numpy()[bad],
+                                     [r for r in reasons if r])
                 rejected = pd.concat([rejected, late], ignore_index=True) if len(rejected) else late
                 good = good[~bad]
             updates = [(iteration, _json([int(v) for v in counts], "labels"), i)
@@ -954,7 +862,7 @@ def _galaxy_rows(schema: Schema, galaxies: pd.DataFrame, labelled: pd.DataFrame)
         raise PoolError(f"`labelled` is missing columns {missing} required by schema '{schema.name}'; it has "
                         f"{list(labelled.columns)[:40]}.")
     problems = []
-    ids = [_id_text(v) for v in galaxies["id_str"].tolist()]
+    ids = [id_text(v) for v in galaxies["id_str"].tolist()]
     if any(i is None for i in ids):
         problems.append(f"{sum(i is None for i in ids)} galaxies have no id_str")
     duplicated = sorted(i for i, n in Counter(ids).items() if i is not None and n > 1)

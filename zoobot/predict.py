@@ -7,7 +7,9 @@ not grow with the number of galaxies.
 Outputs in OUTPUT_DIR:
 - samples.parquet (or samples.h5): id_str and samples (n_galaxies, n_outputs, n_samples), with the
   output kind, schema and question in the file's metadata (read back with `read_predictions`);
-- summary.csv: per galaxy and answer, the posterior-mean vote fraction and a credible interval.
+- summary.csv: per galaxy and answer, the posterior-mean vote fraction and a credible interval;
+- predictions.json, written last: the record of the two files (`zoobot.staging`), so `overwrite`
+  replaces only an earlier prediction's files, and other files in the folder are left alone.
 """
 
 from __future__ import annotations
@@ -15,16 +17,18 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from zoobot import staging
 from zoobot.predictions import Predictions
 from zoobot.schema import Schema
 
 FORMATS = ("parquet", "hdf5")
+RECORD = "predictions.json"  # written last: what the prediction wrote (zoobot.staging)
 
 
 @dataclass(frozen=True)
@@ -198,13 +202,11 @@ def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: b
     """Stream MC-dropout samples of `model` (a loaded Keras model with its bundle `meta`) to disk."""
     from zoobot.model import mc_predict, reseed, split_trunk_head
 
-    output_dir = Path(config.output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    samples_path = output_dir / ("samples.parquet" if config.format == "parquet" else "samples.h5")
-    summary_path = output_dir / "summary.csv"
-    if not config.overwrite and (samples_path.exists() or summary_path.exists()):
-        raise FileExistsError(f"'{output_dir}' already holds predictions; pass overwrite=true or choose another "
-                              "output_dir.")
+    output_dir = Path(config.output_dir).resolve()
+    names = ("samples.parquet" if config.format == "parquet" else "samples.h5", "summary.csv")
+    owned = staging.owned_files(output_dir, RECORD, lambda record: record["files"])
+    staging.check_output_folder(output_dir, RECORD, owned, config.overwrite, "predict", beside_others=True)
+    staging.refuse_unowned(output_dir, names, owned, "predict")
     schema = Schema.from_dict(meta["schema"])
     image_shape = tuple(model.input_shape[1:])
     if manifest is not None:
@@ -218,29 +220,27 @@ def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: b
     trunk_head = split_trunk_head(model)
     reseed(model, config.seed)
     n_outputs = model.output_shape[-1]
-    tmp_samples, tmp_summary = samples_path.with_suffix(".partial"), summary_path.with_suffix(".partial")
-    writer = SamplesWriter(tmp_samples, config.format, meta, n_outputs, config.n_samples)
     start = time.perf_counter()
-    try:
-        first = True
-        for index, (ids, images) in enumerate(batches):
-            if config.augment:
-                samples = augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
-            else:
-                samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
-                                     batch_size=config.batch_size)
-            writer.write(ids, samples)
-            summary = summarise(Predictions(ids, samples, meta["output"], schema, meta.get("question")),
-                                config.interval)
-            summary.to_csv(tmp_summary, mode="w" if first else "a", header=first, index=False)
-            first = False
-            if progress:
-                print(f"  predicted {writer.count} galaxies", flush=True)
-    finally:
-        writer.close()
-    tmp_samples.replace(samples_path)
-    tmp_summary.replace(summary_path)
-    return PredictResult(samples_path, summary_path, writer.count, time.perf_counter() - start)
+    with staging.staged_output(output_dir, RECORD, owned, config.overwrite, "predict", beside_others=True) as folder:
+        writer = SamplesWriter(folder / names[0], config.format, meta, n_outputs, config.n_samples)
+        try:
+            for index, (ids, images) in enumerate(batches):
+                if config.augment:
+                    samples = augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
+                else:
+                    samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
+                                         batch_size=config.batch_size)
+                writer.write(ids, samples)
+                summary = summarise(Predictions(ids, samples, meta["output"], schema, meta.get("question")),
+                                    config.interval)
+                summary.to_csv(folder / names[1], mode="w" if index == 0 else "a", header=index == 0, index=False)
+                if progress:
+                    print(f"  predicted {writer.count} galaxies", flush=True)
+        finally:
+            writer.close()
+        record = {"step": "predict", "files": list(names), "n_galaxies": writer.count, "config": asdict(config)}
+        (folder / RECORD).write_text(json.dumps(record, indent=1))
+    return PredictResult(output_dir / names[0], output_dir / names[1], writer.count, time.perf_counter() - start)
 
 
 def augmented_samples(model, images: np.ndarray, n_samples: int, seed: tuple[int, int]) -> np.ndarray:

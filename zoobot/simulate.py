@@ -26,12 +26,13 @@ processes. No TensorFlow or MLflow here.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import multiprocessing
 import os
 import sys
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path, PurePosixPath
 
 import click
@@ -39,9 +40,12 @@ import numpy as np
 import pandas as pd
 from scipy.special import erf, expit
 
+from zoobot import staging
 from zoobot.schema import Schema, load_schema
 
 BANDS = ("g", "r", "z")
+CATALOG = "catalog.csv"
+RECORD = "simulation.json"  # written last: lists every file of the survey
 SCHEMAS = ("decals", "gz2")
 IMAGE_FORMATS = ("png", "fits")
 MIN_VOLUNTEERS = 3  # real subjects are retired only after several classifications
@@ -743,48 +747,33 @@ def _simulate_galaxies(config: SimulateConfig, tasks: list[tuple[int, str]]) -> 
 
 
 def simulate_survey(config: SimulateConfig, progress: bool = False) -> SimulationResult:
-    """Simulate a survey: images under OUTPUT_DIR/images/, then OUTPUT_DIR/catalog.csv.
+    """Simulate a survey: images under OUTPUT_DIR/images/, then OUTPUT_DIR/catalog.csv and, last,
+    OUTPUT_DIR/simulation.json, the record of what was written (`zoobot.staging`).
 
-    The catalog is written last, through a temporary file, so an interrupted run never leaves a
-    catalog naming images that do not exist.
+    Everything is written into a staging folder first, so an interrupted run never leaves a
+    catalog naming images that do not exist, and `overwrite` replaces only an earlier simulation's
+    files: a catalog that `simulate` did not write is never replaced.
     """
     if not isinstance(config, SimulateConfig):
         raise TypeError(f"simulate_survey expects a SimulateConfig; found {type(config).__name__}.")
     schema = load_schema(config.schema)
-    output_dir = Path(config.output_dir)
-    catalog_path = output_dir / "catalog.csv"
-    _prepare_output(output_dir, catalog_path, config.overwrite)
+    output_dir = Path(config.output_dir).resolve()
+    owned = staging.owned_files(output_dir, RECORD, lambda record: record["files"])
+    staging.check_output_folder(output_dir, RECORD, owned, config.overwrite, "simulate")
 
     ids, ra, dec = _sky_positions(config)
     file_locs = _file_locations(ids, config.image_format)
-    for folder in sorted({str(PurePosixPath(f).parent) for f in file_locs}):
-        (output_dir / folder).mkdir(parents=True, exist_ok=True)
-    tasks = [(i, str(output_dir / f)) for i, f in enumerate(file_locs)]
-    rows = _run_tasks(config, tasks, progress)
-
-    catalog = _assemble_catalog(schema, config, ids, ra, dec, file_locs, rows)
-    tmp_path = catalog_path.with_name(f".{catalog_path.name}.{os.getpid()}.tmp")
-    try:
-        catalog.to_csv(tmp_path, index=False)
-        os.replace(tmp_path, catalog_path)
-    finally:
-        tmp_path.unlink(missing_ok=True)
-    return SimulationResult(catalog_path=catalog_path, catalog=catalog)
-
-
-def _prepare_output(output_dir: Path, catalog_path: Path, overwrite: bool) -> None:
-    if output_dir.exists() and not output_dir.is_dir():
-        raise NotADirectoryError(f"output_dir '{output_dir}' is a file; choose a folder path.")
-    if catalog_path.exists():
-        if not overwrite:
-            raise FileExistsError(
-                f"'{catalog_path}' already exists, so '{output_dir}' already holds a simulated survey. "
-                "Pass overwrite=True (on the command line: --overwrite true) to replace it, or choose another "
-                "output_dir."
-            )
-        # Remove the old catalog first: while new images replace old ones it would name a mixture.
-        catalog_path.unlink()
-    output_dir.mkdir(parents=True, exist_ok=True)
+    with staging.staged_output(output_dir, RECORD, owned, config.overwrite, "simulate",
+                               planned=[CATALOG, *file_locs]) as folder:
+        for subfolder in sorted({str(PurePosixPath(f).parent) for f in file_locs}):
+            (folder / subfolder).mkdir(parents=True, exist_ok=True)
+        tasks = [(i, str(folder / f)) for i, f in enumerate(file_locs)]
+        rows = _run_tasks(config, tasks, progress)
+        catalog = _assemble_catalog(schema, config, ids, ra, dec, file_locs, rows)
+        catalog.to_csv(folder / CATALOG, index=False)
+        record = {"step": "simulate", "config": asdict(config), "files": [CATALOG, *file_locs]}
+        (folder / RECORD).write_text(json.dumps(record, indent=1))
+    return SimulationResult(catalog_path=output_dir / CATALOG, catalog=catalog)
 
 
 def _sky_positions(config: SimulateConfig) -> tuple[list, np.ndarray, np.ndarray]:

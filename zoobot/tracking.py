@@ -427,7 +427,7 @@ def crown_if_better(name: str, version: str, val_loss: float, alias: str) -> boo
 
 
 # MLflow suggests type hints on predict when a PythonModel is defined; this one's signature is explicit.
-warnings.filterwarnings("ignore", message="Add type hints to the `predict` method")
+warnings.filterwarnings("ignore", message=".*Add type hints to the `predict` method")
 # The signature is explicit; an input example would make MLflow run the model while logging it.
 warnings.filterwarnings("ignore", message=".*An input example was not provided")
 
@@ -545,6 +545,21 @@ def iteration_run(runs_file: Path, key: str, config, tags: dict, nested: bool):
         yield run
 
 
+def unfinished_runs(runs_file: Path) -> dict[str, str]:
+    """The iteration runs of a campaign (key -> run id) that are still RUNNING in the tracking store."""
+    runs = json.loads(runs_file.read_text()) if runs_file.is_file() else {}
+    client = MlflowClient()
+    return {key: run_id for key, run_id in runs.items() if client.get_run(run_id).info.status == "RUNNING"}
+
+
+@contextlib.contextmanager
+def reopened_run(run_id: str, nested: bool):
+    """Back into a run a kill left RUNNING, to log what it lacks; it ends FINISHED."""
+    with mlflow.start_run(run_id=run_id, nested=nested) as run:
+        mlflow.set_tag("completed_after_restart", "true")
+        yield run
+
+
 def register_iteration_model(model, manifest, model_config, name: str, val_loss: float) -> dict:
     """Each iteration's model becomes a version of `name` (no alias: the campaign decides)."""
     from types import SimpleNamespace
@@ -555,10 +570,13 @@ def register_iteration_model(model, manifest, model_config, name: str, val_loss:
             "model_uri": logged["model_uri"]}
 
 
-def log_iteration(outcome, state, manifest) -> None:
-    """One iteration's record: counts, test metrics, scores, what was acquired and what it looks like."""
+def log_iteration(outcome, state, manifest, only_missing: bool = False) -> None:
+    """One iteration's record: counts, test metrics, scores, what was acquired and what it looks like,
+    and the vote rows its ingest set aside. `only_missing`: completing a run a kill interrupted, log
+    only the metrics it does not have yet (artifacts are simply written again)."""
     import numpy as np
 
+    from zoobot.active_learning import rejects_path
     from zoobot.images import ImageSpec, read_image
 
     step = outcome.iteration
@@ -566,7 +584,12 @@ def log_iteration(outcome, state, manifest) -> None:
     metrics = {"iteration": step, "n_labelled": info.get("n_labelled", 0), "n_acquired": len(outcome.acquired),
                "n_labelled_after": outcome.n_labelled}
     metrics.update({k: v for k, v in info.items() if k.startswith("test_") or k in ("best_val_loss", "epochs_run")})
-    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None}, step=step)
+    if state.is_done(step, "ingest"):
+        metrics["n_labels_rejected"] = state.stage_info(step, "ingest").get("n_rejected", 0)
+    logged = set(MlflowClient().get_run(mlflow.active_run().info.run_id).data.metrics) if only_missing else set()
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and k not in logged}, step=step)
+    if rejects_path(state, step).is_file():
+        mlflow.log_artifact(str(rejects_path(state, step)))
     if info.get("registered_version"):
         mlflow.set_tag("registered_model", f"{info['registered_model']} v{info['registered_version']}")
     scores = outcome.scores

@@ -263,6 +263,7 @@ class CheckpointCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         state = self.checkpoint.state
         logs = {k: float(v) for k, v in (logs or {}).items()}
+        check_finite(logs, epoch + 1)  # before anything is saved: a NaN model is never checkpointed
         for key, value in logs.items():
             state["history"].setdefault(key, []).append(value)
         val_loss = logs.get("val_loss", logs.get("loss"))
@@ -279,6 +280,21 @@ class CheckpointCallback(keras.callbacks.Callback):
             self.checkpoint.save_state()
         if state["wait"] >= self.patience:
             self.model.stop_training = True
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the message names the epoch and the likely causes."""
+
+
+def check_finite(logs: dict[str, float], epoch: int) -> None:
+    bad = {k: v for k, v in logs.items() if k in ("loss", "val_loss") and not np.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise TrainingDiverged(
+            f"Training stopped at epoch {epoch}: the loss is not finite ({shown}); no model was registered. Likely "
+            "causes: vote counts that are wrong (look at the conversion's rejected.csv and the catalog's largest "
+            "counts), or a learning rate too high for this model (try learning_rate 10x lower). The checkpoint "
+            "keeps the last finite epoch.")
 
 
 # -- training ----------------------------------------------------------------------------------------
