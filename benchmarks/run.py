@@ -14,7 +14,7 @@ from pathlib import Path
 # Runnable from a checkout without installing the package.
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from zoobot.cli_benchmark import build  # noqa: E402
+from zoobot.cli.benchmark import build  # noqa: E402
 
 if __name__ == "__main__":
     build()(prog_name="benchmarks/run.py")

@@ -13,7 +13,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import click  # noqa: E402
 import mlflow  # noqa: E402
 
-from zoobot import pipeline, tracking  # noqa: E402
+from zoobot.workflows import pipeline  # noqa: E402
+from zoobot import tracking
 from zoobot.cli import options_from, user_errors  # noqa: E402
 
 PROJECT = str(Path(__file__).resolve().parents[1])

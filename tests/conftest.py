@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from zoobot.schema import GZ2, GZ_DECALS, Schema
+from zoobot.core.schema import GZ2, GZ_DECALS, Schema
 
 # Keep TensorFlow quiet and on the CPU in every test process.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
@@ -225,8 +225,8 @@ TINY_MODEL = {"filters": "4,8", "dense_units": 16}
 @pytest.fixture(scope="session")
 def tiny_shards(tmp_path_factory) -> Path:
     """48 simulated galaxies at 32x32, converted: train 34 / validation 5 / test 9 (split by seed)."""
-    from zoobot.convert import ConvertConfig, convert
-    from zoobot.simulate import SimulateConfig, simulate_survey
+    from zoobot.data.convert import ConvertConfig, convert
+    from zoobot.data.simulate import SimulateConfig, simulate_survey
 
     root = tmp_path_factory.mktemp("tiny")
     survey = simulate_survey(SimulateConfig(output_dir=str(root / "survey"), n_galaxies=48, image_size=32,

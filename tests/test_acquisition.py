@@ -12,11 +12,11 @@ import numpy as np
 import pytest
 from scipy import stats
 
-import zoobot.acquisition as acquisition
-from zoobot.acquisition import (bald, bald_binomial, bald_dirichlet, dirichlet_information, get_acquisition,
+import zoobot.core.acquisition as acquisition
+from zoobot.core.acquisition import (bald, bald_binomial, bald_dirichlet, dirichlet_information, get_acquisition,
                                 max_entropy, random_scores, register, score, top_k)
-from zoobot.predictions import Predictions
-from zoobot.schema import GZ_DECALS, Answer, Question, Schema
+from zoobot.core.predictions import Predictions
+from zoobot.core.schema import GZ_DECALS, Answer, Question, Schema
 
 BAR = Schema("bar-only", (Question("bar", (Answer("yes", "bar_yes"), Answer("no", "bar_no"))),))
 # A root yes/no question and a two-answer question asked only after "yes".
@@ -353,7 +353,7 @@ def test_top_k_takes_the_highest_scores_and_breaks_ties_by_id():
 
 
 def test_the_module_imports_neither_tensorflow_keras_nor_mlflow():
-    code = ("import sys, zoobot.acquisition; "
+    code = ("import sys, zoobot.core.acquisition; "
             "print(sorted({m.split('.')[0] for m in sys.modules} & {'tensorflow', 'keras', 'mlflow'}))")
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=True)
     assert result.stdout.strip() == "[]"

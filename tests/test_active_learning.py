@@ -5,10 +5,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot.active_learning import ALConfig, CampaignConfig, Steps, labels_needed, run_iteration
-from zoobot.pool import PoolState
-from zoobot.predictions import Predictions
-from zoobot.schema import GZ_DECALS
+from zoobot.active.loop import ALConfig, CampaignConfig, Steps, labels_needed, run_iteration
+from zoobot.active.pool import PoolState
+from zoobot.core.predictions import Predictions
+from zoobot.core.schema import GZ_DECALS
 
 N_INITIAL, N_POOL = 6, 30
 

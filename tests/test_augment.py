@@ -3,7 +3,7 @@
 import numpy as np
 import tensorflow as tf
 
-from zoobot import augment
+from zoobot.data import augment
 
 
 def blob(size=32, sigma=4.0, offset=(0, 0)):

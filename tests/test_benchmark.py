@@ -10,14 +10,14 @@ import mlflow
 import pytest
 from click.testing import CliRunner
 
-from zoobot.benchmark import SCIENCE_KEYS, SPECS, BenchmarkConfig, Figure, format_table, resolve_sizes
+from zoobot.bench.benchmark import SCIENCE_KEYS, SPECS, BenchmarkConfig, Figure, format_table, resolve_sizes
 
 REPORT_FIELDS = {"key", "title", "value", "target", "comparison", "unit", "spread", "repeats", "values", "passed",
                  "notes", "details"}
 
 
 def test_quick_mode_at_tiny_sizes_reports_every_figure(tmp_path, monkeypatch):
-    from zoobot.cli_benchmark import build
+    from zoobot.cli.benchmark import build
 
     # The user's store as a plain folder: a new SQLite store spends ~8 s on its schema migrations,
     # and the benchmark already makes one (its throwaway store for figure 3).

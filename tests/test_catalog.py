@@ -4,8 +4,8 @@ import pytest
 from astropy.table import Table
 
 from tests.conftest import decals_frame, write_pngs
-from zoobot.catalog import CatalogError, load_catalog
-from zoobot.schema import GZ2, GZ_DECALS, load_schema
+from zoobot.data.catalog import CatalogError, load_catalog
+from zoobot.core.schema import GZ2, GZ_DECALS, load_schema
 
 
 def test_reads_a_decals_catalog_with_relative_image_paths(decals_catalog):

@@ -20,7 +20,7 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import free_port, write_pngs
 from tests.servers import run_zoobot
 from zoobot.cli import main
-from zoobot.references import ModelReferenceError, TrackingServerError, check_tracking_server, resolve_model
+from zoobot.tracking.references import ModelReferenceError, TrackingServerError, check_tracking_server, resolve_model
 
 # -- (7) a tracking server that was never there ---------------------------------------------------------
 

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot import convert as convert_module
-from zoobot.catalog import load_catalog
-from zoobot.convert import ConvertConfig, assign_splits, convert
-from zoobot.images import ImageSpec, read_image
-from zoobot.manifest import Manifest, ManifestError
-from zoobot.schema import GZ_DECALS
-from zoobot.shards import make_dataset, read_split
+from zoobot.data import convert as convert_module
+from zoobot.data.catalog import load_catalog
+from zoobot.data.convert import ConvertConfig, assign_splits, convert
+from zoobot.data.images import ImageSpec, read_image
+from zoobot.data.manifest import Manifest, ManifestError
+from zoobot.core.schema import GZ_DECALS
+from zoobot.data.shards import make_dataset, read_split
 
 
 def config_for(catalog, out, **kw):
@@ -229,7 +229,10 @@ def test_rejected_rows_are_numbered_as_whole_numbers(decals_catalog, tmp_path):
 
 
 def test_one_vote_validator_for_catalog_pool_and_reduced_votes(tmp_path):
-    from zoobot import catalog, oracle, pool, votes
+    from zoobot.data import catalog
+    from zoobot.active import oracle
+    from zoobot.active import pool
+    from zoobot.core import votes
 
     assert pool.validate_votes is votes.validate_votes and oracle.validate_votes is votes.validate_votes
     assert catalog.count_problems is votes.count_problems

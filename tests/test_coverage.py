@@ -9,9 +9,9 @@ import pandas as pd
 import pytest
 from scipy import stats
 
-from zoobot.coverage import (as_counts, coverage_errors, coverage_table, predictive_pmf, sample_pmfs)
-from zoobot.predictions import Predictions
-from zoobot.schema import Answer, Question, Schema
+from zoobot.core.coverage import (as_counts, coverage_errors, coverage_table, predictive_pmf, sample_pmfs)
+from zoobot.core.predictions import Predictions
+from zoobot.core.schema import Answer, Question, Schema
 
 BAR = Schema("bar-only", (Question("bar", (Answer("yes", "bar_yes"), Answer("no", "bar_no"))),))
 TREE = Schema("tree", (
@@ -66,7 +66,7 @@ def test_dirichlet_pmf_is_the_mean_of_scipy_beta_binomials_of_the_answer_margina
 
 
 def test_sample_pmfs_average_to_the_predictive_pmf_even_across_chunks(monkeypatch):
-    import zoobot.coverage as coverage
+    import zoobot.core.coverage as coverage
 
     monkeypatch.setattr(coverage, "_CHUNK_ELEMENTS", 50)  # force many small blocks
     rng = np.random.default_rng(2)

@@ -26,9 +26,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.conftest import decals_frame, hart16_frame
-from zoobot import download as dl
-from zoobot.catalog import load_catalog
-from zoobot.download import (ChecksumError, DownloadCatalogConfig, DownloadError, DownloadImagesConfig,
+from zoobot.data import download as dl
+from zoobot.data.catalog import load_catalog
+from zoobot.data.download import (ChecksumError, DownloadCatalogConfig, DownloadError, DownloadImagesConfig,
                              download_catalog, download_images)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -226,7 +226,7 @@ def test_images_survive_every_kind_of_trouble_and_resume(services, tmp_path):
 
 
 def test_written_catalog_loads_and_converts(services, tmp_path):
-    from zoobot.convert import ConvertConfig, convert
+    from zoobot.data.convert import ConvertConfig, convert
 
     catalog = decals_catalog(tmp_path, [11.0, 12.0, 13.0, 14.0, 15.0])
     result = download_images(DownloadImagesConfig(catalog=str(catalog), output_dir=str(tmp_path / "sample"),
@@ -242,7 +242,7 @@ def test_written_catalog_loads_and_converts(services, tmp_path):
 
 
 def test_fits_cutouts_with_the_address_from_the_environment(services, tmp_path, monkeypatch):
-    from zoobot.images import ImageSpec, read_image
+    from zoobot.data.images import ImageSpec, read_image
 
     monkeypatch.setenv("ZOOBOT_LEGACY_SURVEY_URL", f"{services.url}/viewer")
     services.behaviour = {"23.000000": "blank"}
@@ -336,7 +336,7 @@ def test_wrong_checksum_is_refused_with_both_digests(services, tmp_path, monkeyp
         download_catalog(DownloadCatalogConfig(source="gz2", output_dir=str(tmp_path), mirror=services.url, **FAST))
     message = str(caught.value)
     assert "expected " + "0" * 64 in message and hashlib.sha256(served["gz2"]).hexdigest() in message
-    assert "zoobot.download.SOURCES" in message and "not kept" in message
+    assert "zoobot.data.download.SOURCES" in message and "not kept" in message
     assert list(tmp_path.iterdir()) == []  # neither the file nor a .part
 
 
@@ -377,7 +377,7 @@ def test_image_errors_say_what_to_do(tmp_path):
 def test_cli_download_runs_are_logged(services, tmp_path, sqlite_tracking):
     from mlflow.tracking import MlflowClient
 
-    from zoobot.cli_download import build
+    from zoobot.cli.download import build
 
     serve_catalogs(services)
     services.behaviour = {"40.000000": "404"}
@@ -423,7 +423,7 @@ def test_cli_download_runs_are_logged(services, tmp_path, sqlite_tracking):
 def test_mlproject_download_entry_matches_the_cli():
     """Once MLproject declares `download`: `what` names a subcommand, every other declared parameter is
     an option of both subcommands with the same default, and the command passes each once."""
-    from zoobot.cli_download import build
+    from zoobot.cli.download import build
 
     entry = yaml.safe_load((ROOT / "MLproject").read_text())["entry_points"].get("download")
     if entry is None:

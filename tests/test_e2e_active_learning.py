@@ -14,9 +14,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, TINY_MODEL, VENV_BIN
-from zoobot.convert import ConvertConfig, convert
-from zoobot.pool import PoolState
-from zoobot.simulate import SimulateConfig, simulate_survey
+from zoobot.data.convert import ConvertConfig, convert
+from zoobot.active.pool import PoolState
+from zoobot.data.simulate import SimulateConfig, simulate_survey
 
 pytestmark = pytest.mark.slow
 SETTINGS = {"iterations": 2, "arms": "bald,random", "n_acquire": 4, "n_samples": 5, "epochs": 2, "batch_size": 8,

@@ -11,11 +11,11 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import mlflow_run
-from zoobot.catalog import load_catalog
-from zoobot.images import ImageSpec, read_image
-from zoobot.manifest import Manifest
-from zoobot.schema import GZ_DECALS
-from zoobot.shards import read_split
+from zoobot.data.catalog import load_catalog
+from zoobot.data.images import ImageSpec, read_image
+from zoobot.data.manifest import Manifest
+from zoobot.core.schema import GZ_DECALS
+from zoobot.data.shards import read_split
 
 pytestmark = pytest.mark.slow
 

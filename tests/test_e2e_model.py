@@ -14,7 +14,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY_MODEL, VENV_BIN, free_port, mlflow_run, wait_for_http
-from zoobot.predict import read_predictions
+from zoobot.model.predict import read_predictions
 
 pytestmark = pytest.mark.slow
 EXPERIMENT = "e2e-model"

@@ -1,4 +1,4 @@
-"""zoobot.images: PNG/JPEG/FITS -> square uint8 display images.
+"""zoobot.data.images: PNG/JPEG/FITS -> square uint8 display images.
 
 The real cutouts in tests/data/real are DECaLS DR5 (see tests/data/real/README.md); everything
 else is synthetic and written into tmp_path.
@@ -13,7 +13,7 @@ import pytest
 from astropy.io import fits
 from PIL import Image
 
-from zoobot.images import (
+from zoobot.data.images import (
     IMAGE_SUFFIXES,
     ImageReadError,
     ImageSpec,

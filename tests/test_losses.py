@@ -8,7 +8,7 @@ import pytest
 import tensorflow as tf
 from scipy import stats
 
-from zoobot.losses import (
+from zoobot.model.losses import (
     QuestionNLL,
     VoteFractionRMSE,
     VoteLoss,
@@ -20,7 +20,7 @@ from zoobot.losses import (
     question_loss_metrics,
     resolve_question,
 )
-from zoobot.schema import Answer, Question, Schema
+from zoobot.core.schema import Answer, Question, Schema
 
 
 @pytest.fixture

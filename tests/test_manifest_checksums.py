@@ -8,11 +8,11 @@ import pytest
 from click.testing import CliRunner
 
 from tests.conftest import TINY_MODEL
-from zoobot import catalog as catalog_module
+from zoobot.data import catalog as catalog_module
 from zoobot import cli
-from zoobot import manifest as manifest_module
-from zoobot.convert import ConvertConfig, convert
-from zoobot.manifest import Manifest, ManifestError
+from zoobot.data import manifest as manifest_module
+from zoobot.data.convert import ConvertConfig, convert
+from zoobot.data.manifest import Manifest, ManifestError
 
 HOUR_NS = 3600 * 10**9
 

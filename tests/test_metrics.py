@@ -7,9 +7,9 @@ import pytest
 from scipy import stats
 from sklearn.metrics import roc_auc_score
 
-from zoobot.metrics import bayesian_gain, classification_metrics, predictive_log_likelihood, regression_metrics
-from zoobot.predictions import Predictions
-from zoobot.schema import Answer, Question, Schema
+from zoobot.core.metrics import bayesian_gain, classification_metrics, predictive_log_likelihood, regression_metrics
+from zoobot.core.predictions import Predictions
+from zoobot.core.schema import Answer, Question, Schema
 
 TREE = Schema("tree", (
     Question("shape", tuple(Answer(a, f"shape_{a}") for a in ("smooth", "featured", "artifact"))),

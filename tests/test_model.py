@@ -14,8 +14,8 @@ import pytest
 import tensorflow as tf
 
 from tests.conftest import cascade_counts
-from zoobot.losses import fraction_rmse_metric, make_loss, question_loss_metrics
-from zoobot.model import (
+from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
+from zoobot.model.network import (
     MCDropout,
     ModelConfig,
     build_model,
@@ -23,7 +23,7 @@ from zoobot.model import (
     mc_predict_naive,
     split_trunk_head,
 )
-from zoobot.schema import GZ_DECALS
+from zoobot.core.schema import GZ_DECALS
 
 TINY = dict(filters="4,8", dense_units=16)  # two blocks: enough structure, a few thousand weights
 
@@ -169,7 +169,7 @@ def test_saved_model_stays_stochastic_in_a_fresh_process(vgg, tmp_path):
     np.save(tmp_path / "x.npy", images(4))
     code = textwrap.dedent("""
         import sys, numpy as np, keras
-        from zoobot.model import MCDropout, custom_objects
+        from zoobot.model.network import MCDropout, custom_objects
         model = keras.models.load_model(sys.argv[1], custom_objects=custom_objects(), compile=False)
         x = np.load(sys.argv[2])
         a, b = model.predict(x, verbose=0), model.predict(x, verbose=0)

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot.manifest import Manifest, Split
-from zoobot.oracle import OracleError, SimulatedOracle, export_subjects, read_reduced_votes
-from zoobot.pool import PoolState
-from zoobot.schema import Answer, Question, Schema
+from zoobot.data.manifest import Manifest, Split
+from zoobot.active.oracle import OracleError, SimulatedOracle, export_subjects, read_reduced_votes
+from zoobot.active.pool import PoolState
+from zoobot.core.schema import Answer, Question, Schema
 
 SCHEMA = Schema("tiny", id_column="objid", questions=(
     Question("smooth", (Answer("yes", "smooth_yes"), Answer("no", "smooth_no"))),

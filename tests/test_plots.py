@@ -6,11 +6,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot import plots
-from zoobot.coverage import coverage_table
-from zoobot.metrics import classification_metrics
-from zoobot.predictions import Predictions
-from zoobot.schema import Answer, Question, Schema
+from zoobot.core import plots
+from zoobot.core.coverage import coverage_table
+from zoobot.core.metrics import classification_metrics
+from zoobot.core.predictions import Predictions
+from zoobot.core.schema import Answer, Question, Schema
 
 TREE = Schema("tree", (
     Question("shape", tuple(Answer(a, f"shape_{a}") for a in ("smooth", "featured", "artifact"))),

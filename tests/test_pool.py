@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot.manifest import Manifest, Split
-from zoobot.pool import INITIAL, IN_POOL, STAGES, InvariantError, PoolError, PoolState, validate_votes
-from zoobot.schema import Answer, Question, Schema
+from zoobot.data.manifest import Manifest, Split
+from zoobot.active.pool import INITIAL, IN_POOL, STAGES, InvariantError, PoolError, PoolState, validate_votes
+from zoobot.core.schema import Answer, Question, Schema
 
 ROOT = Path(__file__).resolve().parents[1]
 SCHEMA = Schema("tiny", (
@@ -349,7 +349,7 @@ def test_another_connection_sees_committed_state_only(state):
         assert other.stage_info(1, "train")["model"] == "m1"
     finally:
         other.close()
-    script = ("import json, sys; from zoobot.pool import PoolState; s = PoolState.open(sys.argv[1]); "
+    script = ("import json, sys; from zoobot.active.pool import PoolState; s = PoolState.open(sys.argv[1]); "
               "print(json.dumps([s.awaiting_ids(), s.current_iteration(), s.is_done(1, 'train')]))")
     result = subprocess.run([sys.executable, "-c", script, str(state.path)], capture_output=True, text=True,
                             env={**os.environ, "PYTHONPATH": str(ROOT)}, timeout=60)
@@ -528,7 +528,7 @@ def test_check_invariants_names_what_another_program_broke(tmp_path, frames, cor
 WRITER = textwrap.dedent("""
     import sys, time
     import numpy as np, pandas as pd
-    from zoobot.pool import PoolState
+    from zoobot.active.pool import PoolState
 
     path, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
     state = PoolState.open(path)

@@ -10,12 +10,12 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY_MODEL, write_pngs
 from zoobot import tracking
-from zoobot.evaluate import EvaluateConfig, evaluate
-from zoobot.manifest import Manifest
-from zoobot.model import BUNDLE_KERAS, ModelConfig, load_bundle, save_bundle
-from zoobot.predict import PredictConfig, predict, predict_split, read_predictions
-from zoobot.shards import read_split
-from zoobot.train import Checkpoint, TrainConfig, train
+from zoobot.model.evaluate import EvaluateConfig, evaluate
+from zoobot.data.manifest import Manifest
+from zoobot.model.network import BUNDLE_KERAS, ModelConfig, load_bundle, save_bundle
+from zoobot.model.predict import PredictConfig, predict, predict_split, read_predictions
+from zoobot.data.shards import read_split
+from zoobot.model.train import Checkpoint, TrainConfig, train
 
 
 @pytest.fixture(scope="module")

@@ -77,17 +77,17 @@ def test_entry_point_command_passes_every_parameter_once(entry_point):
 
 
 def test_click_defaults_come_from_the_config_dataclasses():
-    from zoobot.active_learning import ALConfig, CampaignConfig
-    from zoobot.convert import ConvertConfig
-    from zoobot.download import DownloadCatalogConfig, DownloadImagesConfig
-    from zoobot.evaluate import EvaluateConfig
-    from zoobot.model import ModelConfig
-    from zoobot.pipeline import PipelineConfig
-    from zoobot.predict import PredictConfig
-    from zoobot.report import ReportConfig
-    from zoobot.benchmark import BenchmarkConfig
-    from zoobot.simulate import SimulateConfig
-    from zoobot.train import TrainConfig
+    from zoobot.active.loop import ALConfig, CampaignConfig
+    from zoobot.data.convert import ConvertConfig
+    from zoobot.data.download import DownloadCatalogConfig, DownloadImagesConfig
+    from zoobot.model.evaluate import EvaluateConfig
+    from zoobot.model.network import ModelConfig
+    from zoobot.workflows.pipeline import PipelineConfig
+    from zoobot.model.predict import PredictConfig
+    from zoobot.tracking.report import ReportConfig
+    from zoobot.bench.benchmark import BenchmarkConfig
+    from zoobot.data.simulate import SimulateConfig
+    from zoobot.model.train import TrainConfig
 
     configs = {"simulate": (SimulateConfig,), "convert": (ConvertConfig,), "train": (TrainConfig, ModelConfig),
                "predict": (PredictConfig,), "evaluate": (EvaluateConfig,), "main": (PipelineConfig,),

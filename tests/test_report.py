@@ -9,7 +9,7 @@ from click.testing import CliRunner
 from mlflow.tracking import MlflowClient
 
 from zoobot import cli
-from zoobot.report import build_report
+from zoobot.tracking.report import build_report
 
 
 def frame():

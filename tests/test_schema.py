@@ -5,7 +5,7 @@ import sys
 import numpy as np
 import pytest
 
-from zoobot.schema import GZ2, GZ_DECALS, Answer, Question, Schema, SchemaError, load_schema
+from zoobot.core.schema import GZ2, GZ_DECALS, Answer, Question, Schema, SchemaError, load_schema
 
 
 def test_decals_tree_matches_the_published_columns():
@@ -115,7 +115,7 @@ def test_unknown_schema_name_lists_the_builtins(tmp_path):
 
 
 def test_schema_module_imports_neither_tensorflow_nor_mlflow():
-    code = ("import sys, zoobot.schema, zoobot.catalog, zoobot.manifest;"
+    code = ("import sys, zoobot.core.schema, zoobot.data.catalog, zoobot.data.manifest;"
             "print([m for m in ('tensorflow', 'mlflow', 'keras') if m in sys.modules])")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -14,9 +14,9 @@ from astropy.io import fits
 from PIL import Image
 from scipy.stats import spearmanr
 
-from zoobot import simulate
-from zoobot.schema import load_schema
-from zoobot.simulate import SimulateConfig, SimulationResult, simulate_survey
+from zoobot.data import simulate
+from zoobot.core.schema import load_schema
+from zoobot.data.simulate import SimulateConfig, SimulationResult, simulate_survey
 
 SIZE = 32
 

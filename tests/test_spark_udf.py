@@ -14,9 +14,9 @@ import numpy as np
 import pytest
 
 from tests.conftest import TINY_MODEL, VENV_BIN
-from zoobot.manifest import Manifest
-from zoobot.schema import GZ_DECALS
-from zoobot.shards import read_split
+from zoobot.data.manifest import Manifest
+from zoobot.core.schema import GZ_DECALS
+from zoobot.data.shards import read_split
 
 pytestmark = [
     pytest.mark.slow,
@@ -98,8 +98,8 @@ def in_order(predictions, ids):
 
 def test_spark_udf_gives_mc_dropout_samples_like_mc_predict(spark, registered_model, galaxies, tmp_path):
     from zoobot import tracking
-    from zoobot.model import load_bundle, mc_predict
-    from zoobot.spark import collect_predictions, images_frame, score_with_spark
+    from zoobot.model.network import load_bundle, mc_predict
+    from zoobot.tracking.spark import collect_predictions, images_frame, score_with_spark
 
     ids, images = galaxies
     frame = images_frame(spark, ids, images)
@@ -131,7 +131,7 @@ def test_spark_udf_gives_mc_dropout_samples_like_mc_predict(spark, registered_mo
 
 
 def test_score_with_spark_says_what_is_wrong(spark, galaxies):
-    from zoobot.spark import images_frame, samples_array, score_with_spark
+    from zoobot.tracking.spark import images_frame, samples_array, score_with_spark
 
     ids, images = galaxies
     frame = images_frame(spark, ids, images).withColumnRenamed("image", "pixels")

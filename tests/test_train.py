@@ -13,9 +13,9 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 from tests.conftest import ROOT, TINY_MODEL
-from zoobot.manifest import Manifest
-from zoobot.model import ModelConfig
-from zoobot.train import Checkpoint, TrainConfig, checkpoint_key, train
+from zoobot.data.manifest import Manifest
+from zoobot.model.network import ModelConfig
+from zoobot.model.train import Checkpoint, TrainConfig, checkpoint_key, train
 
 
 def tiny_train_config(shards, **kw):
@@ -56,7 +56,7 @@ def test_resume_continues_from_the_last_epoch_with_the_same_optimizer_state(tiny
 
 
 def test_each_epoch_is_a_function_of_the_seed(tiny_shards):
-    from zoobot.train import training_data
+    from zoobot.model.train import training_data
 
     manifest = Manifest.read(tiny_shards)
     config = tiny_train_config(tiny_shards)
@@ -188,7 +188,7 @@ def test_mirrored_strategy_on_two_logical_cpus(tiny_shards, tmp_path):
 
 
 def test_multi_worker_needs_tf_config():
-    from zoobot.train import make_strategy
+    from zoobot.model.train import make_strategy
 
     with pytest.raises(ValueError, match="needs TF_CONFIG"):
         make_strategy(TrainConfig(shards="x", distribution="multi_worker"))

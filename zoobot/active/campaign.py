@@ -1,0 +1,257 @@
+"""The TensorFlow side of active learning: the labelled set as a tf.data pipeline, training an
+iteration's model, scoring the pool in chunks, and evaluating on the fixed test split.
+
+`real_steps` assembles these into the `Steps` the loop in zoobot.active.loop runs; the MLflow
+side (registering each iteration's model) is passed in as `log_model`.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import warnings
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import tensorflow as tf
+
+from zoobot.active.loop import ALConfig, Steps, default_model_name, iteration_dir
+from zoobot.data.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
+from zoobot.model.network import ModelConfig, mc_predict, reseed, save_bundle, split_trunk_head
+from zoobot.active.oracle import SimulatedOracle, export_subjects, read_vote_table
+from zoobot.active.pool import PoolState
+from zoobot.core.predictions import Predictions
+from zoobot.data.shards import make_dataset, read_split
+from zoobot.model.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train
+
+LABELLED_SPLITS = ("train", "pool")  # where labelled galaxies' records live
+
+
+def create_state(path: Path, manifest: Manifest, meta: dict) -> PoolState:
+    """A new campaign from converted shards: 'train' is the initial labelled set, 'pool' the rest."""
+    if "pool" not in manifest.splits:
+        raise ValueError(f"Shards in '{manifest.root}' have no 'pool' split; convert with --labelled-size N to keep "
+                         "N galaxies labelled and put the rest in the pool.")
+    records = read_split(manifest, "train")
+    labelled = pd.DataFrame(records["labels"], columns=list(manifest.label_cols))
+    labelled.insert(0, "id_str", records[FEATURE_ID])
+    path.parent.mkdir(parents=True, exist_ok=True)
+    return PoolState.from_manifest(path, manifest, labelled, meta={**meta, "shards": str(manifest.root)})
+
+
+def _records(manifest: Manifest, splits: tuple[str, ...]) -> tf.data.Dataset:
+    """Single records {'id_str', 'image'} of several splits, labels (if any) ignored."""
+    height, width, channels = manifest.image_shape
+    files = [str(f) for s in splits if s in manifest.splits for f in manifest.files(s)]
+    spec = {FEATURE_ID: tf.io.FixedLenFeature([], tf.string), FEATURE_IMAGE: tf.io.FixedLenFeature([], tf.string)}
+
+    def parse(record):
+        parsed = tf.io.parse_single_example(record, spec)
+        if manifest.image_encoding == "png":
+            image = tf.io.decode_png(parsed[FEATURE_IMAGE], channels=channels)
+        else:
+            image = tf.io.decode_raw(parsed[FEATURE_IMAGE], tf.uint8)
+        return {FEATURE_ID: parsed[FEATURE_ID], FEATURE_IMAGE: tf.reshape(image, (height, width, channels))}
+
+    return tf.data.TFRecordDataset(files, num_parallel_reads=tf.data.AUTOTUNE).map(
+        parse, num_parallel_calls=tf.data.AUTOTUNE)
+
+
+def _lookup(ids: list[str]) -> tf.lookup.StaticHashTable:
+    return tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(ids, tf.string), tf.range(len(ids), dtype=tf.int64)), -1)
+
+
+def labelled_dataset(manifest: Manifest, ids: list[str], labels: np.ndarray, batch_size: int, shuffle: bool,
+                     seed: int) -> tf.data.Dataset:
+    """Batches {'id_str', 'image', 'labels'} of the galaxies in `ids`, labels taken from the state."""
+    table = _lookup(ids)
+    label_tensor = tf.constant(labels, tf.int64)
+    dataset = _records(manifest, LABELLED_SPLITS).filter(lambda r: table.lookup(r[FEATURE_ID]) >= 0)
+    dataset = dataset.map(lambda r: {**r, "labels": tf.gather(label_tensor, table.lookup(r[FEATURE_ID]))})
+    if shuffle:
+        dataset = dataset.shuffle(min(len(ids), 4096), seed=seed, reshuffle_each_iteration=True)
+    return dataset.batch(batch_size)
+
+
+def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_samples: int,
+                     batch_size: int = 256, seed: int = 0) -> Iterator[Predictions]:
+    """MC-dropout predictions of the pool galaxies `ids`, a batch at a time, in file order, with
+    dropout masks drawn from `seed`: a prediction repeated after a crash gives the same samples."""
+    from zoobot.data import augment
+    from zoobot.core.schema import Schema
+
+    if not ids:
+        return
+    table = _lookup(ids)
+    dataset = _records(manifest, ("pool",)).filter(lambda r: table.lookup(r[FEATURE_ID]) >= 0).batch(batch_size)
+    dataset = augment.prepare(dataset, model.input_shape[-1], augment=False)
+    trunk_head = split_trunk_head(model)
+    reseed(model, seed)
+    schema = Schema.from_dict(meta["schema"])
+    for batch in dataset.as_numpy_iterator():
+        batch_ids = np.array([v.decode("utf-8") for v in batch[FEATURE_ID]])
+        samples = mc_predict(model, batch[FEATURE_IMAGE], n_samples, trunk_head=trunk_head, batch_size=batch_size)
+        yield Predictions(batch_ids, samples, meta["output"], schema, meta.get("question"))
+
+
+def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig,
+                    model_config: ModelConfig, callbacks=()) -> tuple[dict, object]:
+    """Train on everything labelled so far; evaluate on the fixed test split; save the model."""
+    folder = iteration_dir(state, iteration)
+    train_config = TrainConfig(shards=str(manifest.root), epochs=config.epochs, batch_size=config.batch_size,
+                               learning_rate=config.learning_rate, patience=config.patience, seed=config.seed)
+    ids = state.labelled_ids()
+    labels = state.labels(ids)
+    channels = manifest.image_shape[-1]
+    val_split = "validation" if manifest.counts.get("validation") else "test"
+    val_batches = keras_batches(make_dataset(manifest, val_split, batch_size=config.batch_size),
+                                manifest.counts[val_split], train_config, channels, training=False)
+
+    def data(epoch: int):  # each epoch shuffled and augmented from its own seed: replayable after a crash
+        seed = epoch_seed(config.seed * 1000 + iteration, epoch)
+        batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, seed)
+        return keras_batches(batches, len(ids), train_config, channels, training=True, seed=seed), val_batches
+
+    previous = iteration_dir(state, iteration - 1) / "checkpoint" / "best.weights.h5"
+    warm = previous if config.warm_start and previous.is_file() else None
+    with warnings.catch_warnings():
+        # the previous model's weights file also holds its optimizer's moments; a warm start takes
+        # only the weights, and Keras says so
+        warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
+        result = train(train_config, model_config, manifest, Checkpoint(folder / "checkpoint"),
+                       callbacks=list(callbacks), data=data, initial_weights=warm)
+
+    test_batches = keras_batches(make_dataset(manifest, "test", batch_size=config.batch_size),
+                                 manifest.counts["test"], train_config, channels, training=False)
+    test = result.model.evaluate(test_batches, return_dict=True, verbose=0)
+    meta = {"schema": manifest.schema, "output": model_config.output, "question": model_config.question or None}
+    save_bundle(result.model, folder / "model", meta)
+    info = {
+        "model_dir": str(folder / "model"), "n_labelled": len(ids), "warm_start": warm is not None,
+        "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
+        **{f"test_{k}": float(v) for k, v in test.items()},
+    }
+    return info, result
+
+
+def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_config: ModelConfig,
+               on_trained: Callable[[int, dict, object], dict] = lambda i, info, result: {},
+               callbacks=()) -> Steps:
+    """The loop's steps for a real campaign. `on_trained` adds to the train info (e.g. the
+    registered model version) once a model exists."""
+    from zoobot.model.network import BUNDLE_KERAS, load_bundle
+
+    def train_step(iteration, state_):
+        info, result = train_iteration(iteration, state_, manifest, config, model_config, callbacks)
+        return {**info, **on_trained(iteration, info, result)}
+
+    def predict_step(iteration, pool_ids, train_info):
+        model, meta = load_bundle(Path(train_info["model_dir"]) / BUNDLE_KERAS)
+        return pool_predictions(model, meta, manifest, pool_ids, config.n_samples,
+                                seed=epoch_seed(config.seed * 1000 + iteration, 10_000))
+
+    def request_step(iteration, acquired):
+        if config.oracle == "zooniverse":
+            path = export_subjects(state, acquired, iteration_dir(state, iteration) / "subjects", iteration)
+            return {"subject_manifest": str(path), "n_requested": len(acquired)}
+        return {"n_requested": len(acquired)}
+
+    oracle = SimulatedOracle.from_manifest(manifest) if config.oracle == "simulated" else None
+
+    def labels_step(iteration, awaiting):
+        if oracle is not None:
+            return oracle.reveal(awaiting)
+        if not config.labels_file:
+            return None
+        return read_vote_table(config.labels_file, state.schema)  # every row: the ingest judges and reports each
+
+    return Steps(train=train_step, predict=predict_step, request=request_step, labels=labels_step)
+
+
+def with_iteration_defaults(config: ALConfig, arm: str) -> ALConfig:
+    return replace(config, registered_model_name=config.registered_model_name or default_model_name(config.state, arm))
+
+
+# -- one logged iteration, and a whole simulated campaign -----------------------------------------
+
+
+def open_or_create(config: ALConfig, arm: str) -> tuple[PoolState, Manifest]:
+    from zoobot import tracking
+
+    path = Path(config.state)
+    if path.exists():
+        state = PoolState.open(path)
+    else:
+        if not config.shards:
+            raise ValueError(f"No campaign at '{path}' yet: give --shards (converted with --labelled-size) to start one.")
+        manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
+        state = create_state(path, manifest, {"arm": arm, "acquisition": config.acquisition, "seed": config.seed})
+    return state, Manifest.read(state.meta["shards"])
+
+
+def run_logged_iteration(config: ALConfig, model_config: ModelConfig, arm: str, nested: bool = False):
+    """The next unfinished iteration of the campaign at config.state, as an MLflow run."""
+    from zoobot import tracking
+    from zoobot.active.loop import run_iteration
+
+    config = with_iteration_defaults(config, arm)
+    state, manifest = open_or_create(config, arm)
+    iteration = state.current_iteration()
+    runs_file = Path(config.state).with_suffix(".runs.json")
+    tags = {"arm": arm, "iteration": str(iteration), "acquisition": config.acquisition,
+            tracking.TAG_SCHEMA: manifest.schema["name"], "architecture": model_config.architecture}
+
+    def register(i, info, result):
+        return tracking.register_iteration_model(result.model, manifest, model_config,
+                                                 config.registered_model_name, info["best_val_loss"])
+
+    params = {**{k: v for k, v in vars(config).items()}, **vars(model_config)}
+    finish_interrupted_runs(runs_file, state, manifest, nested)
+    with tracking.iteration_run(runs_file, iteration_key(arm, iteration), params, tags, nested):
+        steps = real_steps(state, manifest, config, model_config, on_trained=register,
+                           callbacks=[tracking.metrics_logger()])
+        outcome = run_iteration(state, steps, config)
+        fault_point("iteration-logging")
+        tracking.log_iteration(outcome, state, manifest)
+    state.check_invariants()
+    return outcome, state
+
+
+def iteration_key(arm: str, iteration: int) -> str:
+    return f"{arm}-iteration-{iteration:03d}"
+
+
+def finish_interrupted_runs(runs_file: Path, state: PoolState, manifest: Manifest, nested: bool) -> None:
+    """Complete the MLflow runs of iterations whose work is all in the state but whose logging a
+    kill cut short: the state moved on, so nothing else would ever come back to them."""
+    from zoobot import tracking
+    from zoobot.active.loop import finished_outcome
+    from zoobot.active.pool import LAST_STAGE
+
+    for key, run_id in tracking.unfinished_runs(runs_file).items():
+        iteration = int(key.rsplit("-", 1)[1])
+        if state.is_done(iteration, LAST_STAGE):
+            with tracking.reopened_run(run_id, nested):
+                tracking.log_iteration(finished_outcome(state, iteration), state, manifest, only_missing=True)
+
+
+def fault_point(name: str) -> None:
+    """Kill this process here, as a power cut would, when ZOOBOT_KILL_AT names this point: lets
+    tests interrupt a campaign at a moment a timed kill could not hit reliably."""
+    if os.environ.get("ZOOBOT_KILL_AT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+def learning_curve(state: PoolState) -> pd.DataFrame:
+    """(n_labelled, test metrics) per finished training of a campaign, from the state's records."""
+    rows = []
+    for iteration in range(1, state.current_iteration() + 1):
+        if state.is_done(iteration, "train"):
+            info = state.stage_info(iteration, "train")
+            rows.append({"iteration": iteration, **{k: v for k, v in info.items()
+                                                    if k == "n_labelled" or k.startswith("test_")}})
+    return pd.DataFrame(rows)

@@ -1,0 +1,258 @@
+"""The active-learning loop: one iteration = train -> predict the pool -> acquire -> request -> ingest.
+
+The loop knows nothing of TensorFlow or MLflow: it is given the steps that touch them (`Steps`), so
+it runs the same with a real model and with a fake predict function in tests. Every stage is
+recorded in the pool state when it finishes, in the same transaction as its results; a restarted
+iteration skips what is done and redoes only the stage that was interrupted.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zoobot.core import acquisition
+from zoobot.active.pool import PoolState
+from zoobot.core.predictions import Predictions
+from zoobot.core.staging import atomic_write_text
+
+
+@dataclass(frozen=True)
+class ALConfig:
+    state: str = field(metadata={
+        "help": "The campaign's state database (SQLite); created from --shards on the first iteration."})
+    shards: str = field(default="", metadata={
+        "help": "Shards converted with a labelled 'train' split and an unlabelled 'pool' (convert --labelled-size); "
+                "needed when the campaign is created."})
+    acquisition: str = field(default="bald", metadata={
+        "help": f"Acquisition function: {', '.join(sorted(acquisition.ACQUISITIONS))} (or one you registered)."})
+    n_acquire: int = field(default=128, metadata={"help": "Galaxies sent to volunteers per iteration."})
+    n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy."})
+    n_volunteers: float = field(default=40.0, metadata={
+        "help": "Volunteers expected to classify each galaxy (sets N in the vote likelihoods)."})
+    oracle: str = field(default="simulated", metadata={
+        "help": "simulated: labels revealed from the conversion's oracle file; zooniverse: export a subject "
+                "manifest and ingest reduced votes from --labels-file."})
+    labels_file: str = field(default="", metadata={
+        "help": "zooniverse: CSV of reduced vote counts for the galaxies requested last iteration."})
+    warm_start: bool = field(default=True, metadata={
+        "help": "Start training from the previous iteration's model instead of from scratch."})
+    epochs: int = field(default=10, metadata={"help": "Maximum epochs per iteration."})
+    batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
+    patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
+    seed: int = field(default=0, metadata={"help": "Seed of training and of random acquisition."})
+    registered_model_name: str = field(default="", metadata={
+        "help": "Register each iteration's model under this name ('' = zoobot-al-<campaign>-<arm>, <campaign> being "
+                "the folder of the state database, or active_learning's work_dir, so campaigns never share one)."})
+
+    def __post_init__(self):
+        problems = []
+        if self.oracle not in ("simulated", "zooniverse"):
+            problems.append(f"oracle must be 'simulated' or 'zooniverse', got {self.oracle!r}")
+        if self.n_acquire < 1:
+            problems.append(f"n_acquire must be >= 1, got {self.n_acquire}")
+        if self.n_samples < 1:
+            problems.append(f"n_samples must be >= 1, got {self.n_samples}")
+        if problems:
+            raise ValueError("Invalid al_iteration settings: " + "; ".join(problems) + ".")
+        acquisition.get_acquisition(self.acquisition)  # says which names exist
+
+
+@dataclass(frozen=True)
+class CampaignConfig:
+    shards: str = field(metadata={
+        "help": "Shards converted with --labelled-size (a labelled 'train' split, an unlabelled 'pool', a 'test' split)."})
+    iterations: int = field(default=2, metadata={"help": "Iterations per arm."})
+    arms: str = field(default="bald,random", metadata={
+        "help": "Comma-separated acquisition functions to compare, each from the same starting labelled set."})
+    work_dir: str = field(default="data/active_learning", metadata={
+        "help": "Folder for each arm's state database, models and predictions."})
+    n_acquire: int = field(default=128, metadata={"help": "Galaxies acquired per iteration."})
+    n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy."})
+    n_volunteers: float = field(default=40.0, metadata={"help": "Volunteers expected per galaxy."})
+    warm_start: bool = field(default=True, metadata={"help": "Start each iteration from the previous model."})
+    epochs: int = field(default=10, metadata={"help": "Maximum epochs per iteration."})
+    batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
+    patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
+    seed: int = field(default=0, metadata={"help": "Seed shared by every arm."})
+
+    def __post_init__(self):
+        if self.iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {self.iterations}.")
+        for arm in self.arm_list:
+            acquisition.get_acquisition(arm)
+
+    @property
+    def arm_list(self) -> list[str]:
+        return [a.strip() for a in self.arms.split(",") if a.strip()]
+
+    def arm_config(self, arm: str) -> ALConfig:
+        from pathlib import Path
+
+        return ALConfig(
+            state=str(Path(self.work_dir) / arm / "state.db"), shards=self.shards, acquisition=arm,
+            n_acquire=self.n_acquire, n_samples=self.n_samples, n_volunteers=self.n_volunteers,
+            warm_start=self.warm_start, epochs=self.epochs, batch_size=self.batch_size,
+            learning_rate=self.learning_rate, patience=self.patience, seed=self.seed)
+
+
+@dataclass(frozen=True)
+class Steps:
+    """What an iteration does to the world; the loop decides when."""
+    # (iteration, state) -> info to record (model path, metrics, registered version, ...)
+    train: Callable[[int, PoolState], dict]
+    # (iteration, pool ids, train info) -> predictions of the pool, in chunks
+    predict: Callable[[int, list[str], dict], Iterable[Predictions]]
+    # (iteration, acquired ids) -> info (e.g. where the subject manifest went)
+    request: Callable[[int, list[str]], dict]
+    # (iteration, ids awaiting labels) -> their votes (id_str + label columns), or None: not there yet
+    labels: Callable[[int, list[str]], pd.DataFrame | None]
+
+
+@dataclass(frozen=True)
+class IterationOutcome:
+    iteration: int
+    stages_run: tuple[str, ...]  # what this call did (a resumed iteration skips finished stages)
+    train_info: dict
+    scores: pd.DataFrame  # id_str, score, rank for the pool at this iteration
+    acquired: list[str]
+    n_labelled: int  # after ingestion
+    waiting_for_labels: bool  # zooniverse: the labels have not come back yet
+
+
+def default_model_name(state_path: str | Path, arm: str) -> str:
+    """zoobot-al-<campaign>-<arm>: the campaign is the folder of its state database (for an arm of
+    `active_learning`, the work_dir holding the arm's folder)."""
+    folder = Path(state_path).resolve().parent
+    if folder.name == arm:
+        folder = folder.parent
+    campaign = re.sub(r"[^A-Za-z0-9_.-]+", "-", folder.name).strip("-") or "campaign"
+    return f"zoobot-al-{campaign}-{arm}"
+
+
+def iteration_dir(state: PoolState, iteration: int) -> Path:
+    """Where an iteration's files go: beside the campaign's state file."""
+    return Path(state.path).parent / f"iteration_{iteration:03d}"
+
+
+def rejects_path(state: PoolState, iteration: int) -> Path:
+    """The vote rows an iteration's ingest set aside, each with its reason."""
+    return iteration_dir(state, iteration) / "rejected_labels.csv"
+
+
+def _write_rejects(rejected: pd.DataFrame, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, rejected.to_csv(index=False))
+    return path
+
+
+def score_pool(chunks: Iterable[Predictions], name: str, n_volunteers: float, seed: int) -> tuple[list[str], np.ndarray]:
+    """Acquisition scores chunk by chunk, so the pool's samples never need to be in memory at once."""
+    ids, scores = [], []
+    for i, chunk in enumerate(chunks):
+        ids.extend(chunk.id_str.tolist())
+        scores.append(acquisition.score(name, chunk, n_volunteers=n_volunteers, seed=seed + i))
+    return ids, np.concatenate(scores) if scores else np.zeros(0)
+
+
+def run_iteration(state: PoolState, steps: Steps, config: ALConfig) -> IterationOutcome:
+    iteration = state.current_iteration()
+    ran = []
+
+    if not state.is_done(iteration, "train"):
+        state.mark_done(iteration, "train", steps.train(iteration, state))
+        ran.append("train")
+    train_info = state.stage_info(iteration, "train")
+
+    if not state.is_done(iteration, "predict"):
+        pool = state.pool_ids()
+        ids, scores = score_pool(steps.predict(iteration, pool, train_info), config.acquisition,
+                                 config.n_volunteers, config.seed + 1000 * iteration)
+        if sorted(ids) != sorted(pool):
+            raise RuntimeError(f"predict returned {len(ids)} galaxies for a pool of {len(pool)}; every pool "
+                               "galaxy needs a score.")
+        with state.stage(iteration, "predict") as info:
+            state.record_scores(iteration, ids, scores)
+            info.update(n_scored=len(ids), score_mean=float(np.mean(scores)) if len(scores) else None)
+        ran.append("predict")
+
+    if not state.is_done(iteration, "acquire"):
+        table = state.scores(iteration)
+        chosen = acquisition.top_k(table["score"].to_numpy(), table["id_str"].to_numpy(),
+                                   min(config.n_acquire, len(table)))
+        with state.stage(iteration, "acquire") as info:
+            state.acquire(iteration, list(chosen))
+            info["n_acquired"] = len(chosen)
+        ran.append("acquire")
+    acquired = state.acquired_ids(iteration)
+
+    if not state.is_done(iteration, "request"):
+        state.mark_done(iteration, "request", steps.request(iteration, acquired))
+        ran.append("request")
+
+    waiting = False
+    if not state.is_done(iteration, "ingest"):
+        awaiting = state.awaiting_ids()
+        votes = steps.labels(iteration, awaiting)
+        if votes is None:
+            waiting = True
+        else:
+            with state.stage(iteration, "ingest") as info:
+                report = state.ingest_labels(iteration, votes)
+                info.update(n_ingested=report.n_ingested, n_rejected=report.n_rejected)
+                if report.n_rejected:  # written before the stage commits: a kill here just repeats the ingest
+                    info["rejected_file"] = str(_write_rejects(report.rejected, rejects_path(state, iteration)))
+            ran.append("ingest")
+    return IterationOutcome(iteration, tuple(ran), train_info, state.scores(iteration), acquired,
+                            state.n_labelled(), waiting)
+
+
+def finished_outcome(state: PoolState, iteration: int) -> IterationOutcome:
+    """The outcome of an iteration that finished earlier, rebuilt from the state (for a run whose
+    logging a kill interrupted)."""
+    history = state.history().set_index("iteration")
+    return IterationOutcome(iteration, (), state.stage_info(iteration, "train"), state.scores(iteration),
+                            state.acquired_ids(iteration), int(history.at[iteration, "n_labelled"]), False)
+
+
+def labels_needed(curves: dict[str, pd.DataFrame], baseline: str = "random",
+                  metric: str = "test_loss") -> tuple[float, str]:
+    """The label saving of the best arm over the baseline, and why it is NaN when it is.
+
+    curves: arm -> DataFrame(n_labelled, <metric>) over iterations. The target is the baseline's
+    final metric; an arm's labels needed is the first n_labelled (linearly interpolated between
+    iterations) at which its curve reaches the target. saving = 1 - best / baseline's own.
+    """
+    if baseline not in curves:
+        return float("nan"), f"no '{baseline}' arm to compare with"
+    base = curves[baseline].sort_values("n_labelled")
+    if len(base) < 2:
+        return float("nan"), "the baseline needs at least two iterations for a learning curve"
+    target = float(base[metric].iloc[-1])
+    base_needed = _first_reaching(base, metric, target)
+    needed = {arm: _first_reaching(c.sort_values("n_labelled"), metric, target)
+              for arm, c in curves.items() if arm != baseline}
+    reached = {arm: n for arm, n in needed.items() if np.isfinite(n)}
+    if not reached:
+        return float("nan"), f"no arm reached the {baseline} arm's final {metric} ({target:.4f})"
+    best = min(reached.values())
+    return 1.0 - best / base_needed, ""
+
+
+def _first_reaching(curve: pd.DataFrame, metric: str, target: float) -> float:
+    n, values = curve["n_labelled"].to_numpy(float), curve[metric].to_numpy(float)
+    for i, value in enumerate(values):
+        if value <= target:
+            if i == 0:
+                return n[0]
+            # linear interpolation between the last point above the target and this one
+            fraction = (values[i - 1] - target) / (values[i - 1] - value)
+            return n[i - 1] + fraction * (n[i] - n[i - 1])
+    return float("nan")

@@ -1,0 +1,286 @@
+"""MC-dropout predictions for every galaxy of a shard set or an image folder, streamed to disk.
+
+Per batch: the deterministic convolutional trunk runs once, the stochastic head n_samples times
+(zoobot.model.network.mc_predict), and the batch's samples are appended to the output files, so memory does
+not grow with the number of galaxies.
+
+Outputs in OUTPUT_DIR:
+- samples.parquet (or samples.h5): id_str and samples (n_galaxies, n_outputs, n_samples), with the
+  output kind, schema and question in the file's metadata (read back with `read_predictions`);
+- summary.csv: per galaxy and answer, the posterior-mean vote fraction and a credible interval;
+- predictions.json, written last: the record of the two files (`zoobot.core.staging`), so `overwrite`
+  replaces only an earlier prediction's files, and other files in the folder are left alone.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zoobot.core import staging
+from zoobot.core.predictions import Predictions
+from zoobot.core.schema import Schema
+
+FORMATS = ("parquet", "hdf5")
+RECORD = "predictions.json"  # written last: what the prediction wrote (zoobot.core.staging)
+
+
+@dataclass(frozen=True)
+class PredictConfig:
+    model: str = field(metadata={
+        "help": "The model: models:/NAME@ALIAS, a train run URI (runs:/<id>), or a local .keras file/folder."})
+    shards: str = field(default="", metadata={
+        "help": "Shards to predict on (path or convert run URI); or give --images instead."})
+    split: str = field(default="", metadata={"help": "Which split of the shards ('' = every split)."})
+    images: str = field(default="", metadata={
+        "help": "A folder of galaxy images (PNG/JPEG/FITS, searched recursively) to predict on instead of shards."})
+    output_dir: str = field(default="data/predictions", metadata={"help": "Folder for samples and summary."})
+    n_samples: int = field(default=30, metadata={"help": "MC-dropout samples per galaxy."})
+    batch_size: int = field(default=256, metadata={"help": "Galaxies per batch (memory is bounded by this)."})
+    format: str = field(default="parquet", metadata={"help": "Samples file format: parquet or hdf5."})
+    interval: float = field(default=0.9, metadata={
+        "help": "Credible-interval mass for the summary (0.9: 5th to 95th percentile of the samples)."})
+    overwrite: bool = field(default=False, metadata={"help": "Replace existing outputs in output_dir."})
+    augment: bool = field(default=False, metadata={
+        "help": "Test-time augmentation: each MC sample sees its own random flip, rotation and zoom of the galaxy "
+                "(n_samples full passes instead of one trunk pass and n_samples head passes: slower)."})
+    seed: int = field(default=0, metadata={
+        "help": "Seed of the dropout masks (and views): the same seed gives the same samples."})
+
+    def __post_init__(self):
+        problems = []
+        if bool(self.shards) == bool(self.images):
+            problems.append("give exactly one of shards (a converted set) or images (a folder)")
+        if self.n_samples < 1:
+            problems.append(f"n_samples must be >= 1, got {self.n_samples}")
+        if self.batch_size < 1:
+            problems.append(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.format not in FORMATS:
+            problems.append(f"format must be one of {list(FORMATS)}, got {self.format!r}")
+        if not 0 < self.interval < 1:
+            problems.append(f"interval must be between 0 and 1, got {self.interval}")
+        if problems:
+            raise ValueError("Invalid predict settings: " + "; ".join(problems) + ".")
+
+
+@dataclass(frozen=True)
+class PredictResult:
+    samples_path: Path
+    summary_path: Path
+    n_galaxies: int
+    seconds: float
+
+
+# -- where the images come from ----------------------------------------------------------------------
+
+
+def shard_batches(manifest, splits: list[str], batch_size: int, channels: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, float32 images) batches from shards, with the model's channels."""
+    from zoobot.data import augment
+    from zoobot.data.shards import make_dataset
+
+    for split in splits:
+        dataset = augment.prepare(make_dataset(manifest, split, batch_size=batch_size), channels, augment=False)
+        for batch in dataset.as_numpy_iterator():
+            yield np.array([v.decode("utf-8") for v in batch["id_str"]]), batch["image"]
+
+
+def folder_batches(folder: Path, batch_size: int, image_shape) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, float32 images) from every readable image under `folder`; ids are relative paths."""
+    from zoobot.data.images import IMAGE_SUFFIXES, ImageReadError, ImageSpec, read_image
+
+    files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and any(
+        p.name.lower().endswith(s) for s in IMAGE_SUFFIXES))
+    if not files:
+        raise FileNotFoundError(f"No images ({sorted(IMAGE_SUFFIXES)}) found under '{folder}'.")
+    spec = ImageSpec(size=image_shape[0], channels=image_shape[2])
+    for start in range(0, len(files), batch_size):
+        ids, images = [], []
+        for path in files[start:start + batch_size]:
+            try:
+                images.append(read_image(path, spec))
+            except ImageReadError as e:
+                print(f"Skipping {path}: {e}")
+                continue
+            ids.append(str(path.relative_to(folder)))
+        if ids:
+            yield np.array(ids), np.stack(images).astype(np.float32)
+
+
+# -- writing -----------------------------------------------------------------------------------------
+
+
+def summarise(predictions: Predictions, interval: float) -> pd.DataFrame:
+    """Posterior-mean vote fraction and credible interval per answer, one row per galaxy."""
+    columns = {"id_str": predictions.id_str}
+    low_q, high_q = (1 - interval) / 2, 1 - (1 - interval) / 2
+    for question in predictions.questions:
+        fractions = predictions.sample_fractions(question)
+        answers = predictions.answer_columns(question)
+        if predictions.kind == "binomial":
+            answers = answers[:1]  # the model speaks only about its first answer
+        fractions = fractions[:, :len(answers), :]
+        mean = fractions.mean(axis=2)
+        low, high = np.quantile(fractions, [low_q, high_q], axis=2)  # one sort for every answer and both ends
+        for i, answer in enumerate(answers):
+            columns[f"{answer}_mean"], columns[f"{answer}_low"], columns[f"{answer}_high"] = mean[:, i], low[:, i], high[:, i]
+    return pd.DataFrame(columns)
+
+
+class SamplesWriter:
+    """Appends (ids, samples) batches to a Parquet or HDF5 file, with the metadata to read it back."""
+
+    def __init__(self, path: Path, fmt: str, meta: dict, n_outputs: int, n_samples: int):
+        self.path, self.fmt, self.meta = path, fmt, meta
+        self.shape = (n_outputs, n_samples)
+        self.count = 0
+        self._writer = None
+
+    def write(self, ids: np.ndarray, samples: np.ndarray) -> None:
+        samples = samples.astype(np.float32)
+        if self.fmt == "parquet":
+            import pyarrow as pa
+            import pyarrow.parquet as pq
+
+            flat = pa.FixedSizeListArray.from_arrays(pa.array(samples.reshape(-1)), int(np.prod(self.shape)))
+            table = pa.table({"id_str": pa.array(ids.astype(str)), "samples": flat})
+            if self._writer is None:
+                schema = table.schema.with_metadata({"zoobot": json.dumps({**self.meta, "shape": self.shape})})
+                self._writer = pq.ParquetWriter(self.path, schema)
+            self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
+        else:
+            import h5py
+
+            if self._writer is None:
+                self._writer = h5py.File(self.path, "w")
+                self._writer.attrs["zoobot"] = json.dumps(self.meta)
+                self._writer.create_dataset("id_str", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
+                self._writer.create_dataset("samples", shape=(0, *self.shape), maxshape=(None, *self.shape),
+                                            dtype="float32", chunks=(256, *self.shape))
+            n = len(ids)
+            for name, values in (("id_str", ids.astype(str)), ("samples", samples)):
+                dataset = self._writer[name]
+                dataset.resize(self.count + n, axis=0)
+                dataset[self.count:self.count + n] = values
+        self.count += len(ids)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+
+def read_predictions(path: str | Path) -> Predictions:
+    """Samples written by `predict` (Parquet or HDF5) as a Predictions value."""
+    path = Path(path)
+    if path.suffix == ".parquet":
+        import pyarrow.parquet as pq
+
+        table = pq.read_table(path)
+        meta = json.loads(table.schema.metadata[b"zoobot"])
+        samples = np.asarray(table.column("samples").combine_chunks().flatten()).reshape(-1, *meta["shape"])
+        ids = np.asarray(table.column("id_str").to_pylist())
+    else:
+        import h5py
+
+        with h5py.File(path, "r") as f:
+            meta = json.loads(f.attrs["zoobot"])
+            ids = np.asarray([v.decode() if isinstance(v, bytes) else v for v in f["id_str"][:]])
+            samples = f["samples"][:]
+    return Predictions(ids, samples, meta["output"], Schema.from_dict(meta["schema"]), meta.get("question"))
+
+
+# -- the step ----------------------------------------------------------------------------------------
+
+
+def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: bool = False) -> PredictResult:
+    """Stream MC-dropout samples of `model` (a loaded Keras model with its bundle `meta`) to disk."""
+    from zoobot.model.network import mc_predict, reseed, split_trunk_head
+
+    output_dir = Path(config.output_dir).resolve()
+    names = ("samples.parquet" if config.format == "parquet" else "samples.h5", "summary.csv")
+    owned = staging.owned_files(output_dir, RECORD, lambda record: record["files"])
+    staging.check_output_folder(output_dir, RECORD, owned, config.overwrite, "predict", beside_others=True)
+    staging.refuse_unowned(output_dir, names, owned, "predict")
+    schema = Schema.from_dict(meta["schema"])
+    image_shape = tuple(model.input_shape[1:])
+    if manifest is not None:
+        splits = [config.split] if config.split else list(manifest.splits)
+        for split in splits:
+            manifest.split(split)  # says which splits exist when this one does not
+        batches = shard_batches(manifest, splits, config.batch_size, image_shape[-1])
+    else:
+        batches = folder_batches(Path(config.images), config.batch_size, image_shape)
+
+    trunk_head = split_trunk_head(model)
+    reseed(model, config.seed)
+    n_outputs = model.output_shape[-1]
+    start = time.perf_counter()
+    with staging.staged_output(output_dir, RECORD, owned, config.overwrite, "predict", beside_others=True) as folder:
+        writer = SamplesWriter(folder / names[0], config.format, meta, n_outputs, config.n_samples)
+        try:
+            for index, (ids, images) in enumerate(batches):
+                if config.augment:
+                    samples = augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
+                else:
+                    samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
+                                         batch_size=config.batch_size)
+                writer.write(ids, samples)
+                summary = summarise(Predictions(ids, samples, meta["output"], schema, meta.get("question")),
+                                    config.interval)
+                summary.to_csv(folder / names[1], mode="w" if index == 0 else "a", header=index == 0, index=False)
+                if progress:
+                    print(f"  predicted {writer.count} galaxies", flush=True)
+        finally:
+            writer.close()
+        record = {"step": "predict", "files": list(names), "n_galaxies": writer.count, "config": asdict(config)}
+        (folder / RECORD).write_text(json.dumps(record, indent=1))
+    return PredictResult(output_dir / names[0], output_dir / names[1], writer.count, time.perf_counter() - start)
+
+
+def augmented_samples(model, images: np.ndarray, n_samples: int, seed: tuple[int, int]) -> np.ndarray:
+    """(B, n_outputs, n_samples): sample t is the whole stochastic model on view t of each galaxy
+    (flips, rotation, zoom drawn from (seed, t)), so the spread holds the model's uncertainty about
+    orientation and size as well as the dropout's."""
+    import tensorflow as tf
+
+    from zoobot.data.augment import random_view
+
+    images = tf.convert_to_tensor(images, tf.float32)
+    base = int(seed[0]) * 1_000_003 + int(seed[1])
+    return np.stack([np.asarray(model.predict_on_batch(random_view(images, tf.constant([base, t], tf.int64))))
+                     for t in range(n_samples)], axis=-1)
+
+
+def predict_split(model, meta: dict, manifest, split: str, n_samples: int, batch_size: int = 256,
+                  keep_images: int = 12) -> tuple[Predictions, Predictions, np.ndarray, np.ndarray]:
+    """For one labelled split, in memory (for evaluation): MC-dropout predictions, the single
+    deterministic pass (dropout off: the non-Bayesian baseline), vote counts, and the first
+    `keep_images` images for figures. The trunk runs once for both."""
+    from zoobot.data import augment
+    from zoobot.data.manifest import FEATURE_LABELS
+    from zoobot.model.network import deterministic_head_predict, split_trunk_head
+    from zoobot.data.shards import make_dataset
+
+    channels = model.input_shape[-1]
+    dataset = augment.prepare(make_dataset(manifest, split, batch_size=batch_size), channels, augment=False)
+    trunk, head = split_trunk_head(model)
+    ids, samples, single, counts, images = [], [], [], [], []
+    for batch in dataset.as_numpy_iterator():
+        ids.extend(v.decode("utf-8") for v in batch["id_str"])
+        features = trunk.predict_on_batch(batch["image"])
+        samples.append(np.stack([head.predict_on_batch(features) for _ in range(n_samples)], axis=-1))
+        single.append(deterministic_head_predict(head, features)[..., None])
+        counts.append(batch[FEATURE_LABELS])
+        if sum(len(i) for i in images) < keep_images:
+            images.append(batch["image"][:keep_images].astype(np.uint8))
+    schema, kind, question = Schema.from_dict(meta["schema"]), meta["output"], meta.get("question")
+    ids = np.array(ids)
+    return (Predictions(ids, np.concatenate(samples), kind, schema, question),
+            Predictions(ids, np.concatenate(single), kind, schema, question),
+            np.concatenate(counts), np.concatenate(images)[:keep_images])

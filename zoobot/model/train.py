@@ -1,0 +1,424 @@
+"""Training a Zoobot model on shards, resumable from its last epoch.
+
+Read top to bottom: the strategy, the data, the model, the checkpoint, then fit. The checkpoint
+folder holds the last epoch's weights and optimizer state, the best weights, the epoch history and
+the early-stopping counters, each replaced atomically at the end of every epoch; a process killed at
+any moment restarts from the last finished epoch with nothing lost or repeated.
+
+No MLflow here: the caller passes Keras callbacks (the tracking one among them) and a `meta` dict
+that the checkpoint keeps (the MLflow run id, so a restart logs into the same run).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from zoobot.data import augment
+from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
+from zoobot.data.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
+from zoobot.model.network import ModelConfig, build_model, reseed
+from zoobot.data.shards import make_dataset
+
+DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    shards: str = field(metadata={
+        "help": "Shards to train on: the output_dir of `convert`, or its run URI (runs:/<id> or runs:/<id>/shards)."})
+    epochs: int = field(default=10, metadata={"help": "Maximum number of epochs."})
+    batch_size: int = field(default=32, metadata={"help": "Galaxies per batch (global, over all replicas)."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
+    patience: int = field(default=5, metadata={
+        "help": "Early stopping: epochs without a better validation loss before training stops."})
+    augment: bool = field(default=True, metadata={
+        "help": "Random flips, rotations and zoom of training images (never at evaluation)."})
+    greyscale: bool = field(default=False, metadata={"help": "Train on greyscale versions of colour shards."})
+    seed: int = field(default=0, metadata={"help": "Seed of weights initialisation, shuffling and augmentation."})
+    checkpoint_dir: str = field(default="", metadata={
+        "help": "Folder for checkpoints (default: data/checkpoints/<hash of data and settings>); a rerun with "
+                "the same settings resumes from it."})
+    distribution: str = field(default="none", metadata={
+        "help": "none; mirrored (tf.distribute.MirroredStrategy over local GPUs, or logical CPUs); "
+                "multi_worker (MultiWorkerMirroredStrategy from TF_CONFIG)."})
+    logical_cpus: int = field(default=0, metadata={
+        "help": "mirrored on a machine without GPUs: split the CPU into this many logical devices (0: 2)."})
+    registered_model_name: str = field(default="", metadata={
+        "help": "Register the trained model under this name in the MLflow registry ('' = do not register)."})
+    champion_alias: str = field(default="champion", metadata={
+        "help": "Alias the new version takes when its validation loss beats the current holder's ('' = none)."})
+
+    def __post_init__(self):
+        problems = []
+        for name in ("epochs", "batch_size"):
+            if getattr(self, name) < 1:
+                problems.append(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.learning_rate <= 0:
+            problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.patience < 1:
+            problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.distribution not in DISTRIBUTIONS:
+            problems.append(f"distribution must be one of {list(DISTRIBUTIONS)}, got {self.distribution!r}")
+        if problems:
+            raise ValueError("Invalid train settings: " + "; ".join(problems) + ".")
+
+
+@dataclass
+class TrainResult:
+    model: keras.Model  # with the best validation weights
+    history: dict[str, list[float]]  # per epoch, from the first epoch (also across restarts)
+    best_val_loss: float
+    best_epoch: int  # 1-based
+    epochs_run: int
+    stopped_early: bool
+    resumed_from_epoch: int  # 0 when it started fresh
+    checkpoint: Path
+
+
+# -- distribution ------------------------------------------------------------------------------------
+
+
+def make_strategy(config: TrainConfig) -> tf.distribute.Strategy:
+    """Call before anything else touches TensorFlow: logical CPUs must be set up first."""
+    if config.distribution == "none":
+        return tf.distribute.get_strategy()
+    if config.distribution == "multi_worker":
+        if "TF_CONFIG" not in os.environ:
+            raise ValueError("distribution=multi_worker needs TF_CONFIG describing the cluster and this worker's "
+                             "task.")
+        # Workers find each other through TF_CONFIG; the job starts once all have connected.
+        return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_physical_devices("GPU")
+    if gpus:
+        return tf.distribute.MirroredStrategy()
+    n = config.logical_cpus or 2
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    try:
+        tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+    except RuntimeError:
+        pass  # already initialised with logical devices (e.g. a second call in one process)
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    return tf.distribute.MirroredStrategy(devices=devices)
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Only the chief worker writes checkpoints and logs; the other workers' copies go to scratch."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return True
+    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+# -- data --------------------------------------------------------------------------------------------
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The seed of one epoch's shuffle, augmentation and dropout masks (epoch 0-based).
+
+    Every epoch draws its randomness afresh from (seed, epoch), never from a generator carried over
+    from the epoch before, so an epoch replayed after a crash is the epoch the uninterrupted run had.
+    """
+    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 1) % (2**31 - 1)
+
+
+def training_data(manifest: Manifest, split: str, config: TrainConfig, channels: int, training: bool,
+                  n_replicas: int = 1, epoch: int = 0) -> tf.data.Dataset:
+    """(images float32 0..255, vote counts float32) batches of one labelled split, for Keras;
+    shuffled and augmented (when training) by the epoch's seed.
+
+    With several replicas every batch must split evenly between them, so the ragged last batch is
+    dropped (at most batch_size - 1 galaxies an epoch, a different few each epoch when shuffled).
+    """
+    drop = n_replicas > 1
+    seed = epoch_seed(config.seed, epoch)
+    dataset = make_dataset(manifest, split, batch_size=config.batch_size, shuffle=training, seed=seed,
+                           drop_remainder=drop)
+    return keras_batches(dataset, manifest.split(split).count, config, channels, training, drop, seed=seed)
+
+
+def keras_batches(dataset: tf.data.Dataset, count: int, config: TrainConfig, channels: int, training: bool,
+                  dropped_remainder: bool = False, seed: int | None = None) -> tf.data.Dataset:
+    """Batches of {'image', 'labels', ...} -> (augmented float32 images, float32 counts) of known length."""
+    # TFRecords have no known length; telling tf.data spares Keras a guess (and a warning) each epoch.
+    n_batches = count // config.batch_size if dropped_remainder else -(-count // config.batch_size)
+    if n_batches == 0:
+        raise ValueError(f"{count} galaxies are fewer than one batch of {config.batch_size} over the replicas; "
+                         "use a smaller batch_size.")
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
+    seed = config.seed if seed is None else seed
+    dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=seed)
+    return dataset.map(lambda b: (b[FEATURE_IMAGE], tf.cast(b[FEATURE_LABELS], tf.float32)),
+                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+
+def worker_data(strategy: tf.distribute.Strategy, manifest: Manifest, split: str, config: TrainConfig,
+                channels: int, training: bool, epoch: int):
+    """One epoch of a split for a multi-worker job: each worker reads every n-th galaxy, and all
+    take the same number of steps (collective all-reduce needs every worker at every step)."""
+    count = manifest.split(split).count
+    seed = epoch_seed(config.seed, epoch)
+
+    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
+        batch = context.get_per_replica_batch_size(config.batch_size)
+        steps = (count // context.num_input_pipelines) // batch
+        if steps == 0:
+            raise ValueError(f"The '{split}' split's {count} galaxies are fewer than one batch of {config.batch_size} "
+                             f"over {context.num_input_pipelines} workers; use a smaller batch_size.")
+        dataset = make_dataset(manifest, split, batch_size=batch, shuffle=training, seed=seed, drop_remainder=True,
+                               shard=(context.num_input_pipelines, context.input_pipeline_id)).take(steps)
+        dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=seed)
+        return dataset.map(lambda b: (b[FEATURE_IMAGE], tf.cast(b[FEATURE_LABELS], tf.float32))).prefetch(2)
+
+    return strategy.distribute_datasets_from_function(per_worker)
+
+
+def model_image_shape(manifest: Manifest, config: TrainConfig) -> tuple[int, int, int]:
+    height, width, channels = manifest.image_shape
+    return height, width, 1 if config.greyscale else channels
+
+
+# -- checkpoint --------------------------------------------------------------------------------------
+
+
+def checkpoint_key(manifest_digest: str, train: TrainConfig, model: ModelConfig) -> str:
+    """Identifies one training job: same shards and settings -> same key -> resume."""
+    settings = {k: v for k, v in asdict(train).items()
+                if k not in ("checkpoint_dir", "registered_model_name", "champion_alias", "shards")}
+    payload = json.dumps({"data": manifest_digest, "train": settings, "model": asdict(model)}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:16]
+
+
+class Checkpoint:
+    """The checkpoint folder: state.json (epoch, history, early stopping, meta) and weight files
+    (last.weights.h5 with the optimizer state, best.weights.h5)."""
+
+    def __init__(self, folder: Path):
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+        path = self.folder / "state.json"
+        self.state = json.loads(path.read_text()) if path.is_file() else self.fresh_state()
+
+    @staticmethod
+    def fresh_state() -> dict:
+        return {"epoch": 0, "history": {}, "best_val_loss": None, "best_epoch": 0, "wait": 0,
+                "finished": False, "meta": {}}
+
+    def forget(self) -> None:
+        """Start from epoch 0 without touching the folder (a non-chief worker's view of a reset)."""
+        self.state = self.fresh_state()
+
+    @property
+    def epoch(self) -> int:
+        return int(self.state["epoch"])
+
+    @property
+    def meta(self) -> dict:
+        return self.state["meta"]
+
+    def reset(self) -> None:
+        shutil.rmtree(self.folder)
+        self.__init__(self.folder)
+
+    def save_state(self) -> None:
+        _atomic_write(self.folder / "state.json", json.dumps(self.state, indent=1).encode())
+
+    def save_model(self, model: keras.Model, name: str) -> None:
+        tmp = self.folder / f"{name}.tmp.weights.h5"
+        model.save_weights(tmp)
+        os.replace(tmp, self.folder / f"{name}.weights.h5")
+
+    def restore(self, model: keras.Model) -> None:
+        """The last epoch's weights and, since the weights file carries them, the optimizer's moments."""
+        model.optimizer.build(model.trainable_variables)  # so the saved optimizer variables have a home
+        model.load_weights(self.folder / "last.weights.h5")
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+class CheckpointCallback(keras.callbacks.Callback):
+    """Saves the epoch, then decides on early stopping; state.json is written last, so a kill
+    between the weight files and it just repeats the epoch."""
+
+    def __init__(self, checkpoint: Checkpoint, patience: int, write: bool = True):
+        super().__init__()
+        self.checkpoint, self.patience, self.write = checkpoint, patience, write
+
+    def on_epoch_end(self, epoch, logs=None):
+        state = self.checkpoint.state
+        logs = {k: float(v) for k, v in (logs or {}).items()}
+        check_finite(logs, epoch + 1)  # before anything is saved: a NaN model is never checkpointed
+        for key, value in logs.items():
+            state["history"].setdefault(key, []).append(value)
+        val_loss = logs.get("val_loss", logs.get("loss"))
+        improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
+        if improved:
+            state["best_val_loss"], state["best_epoch"], state["wait"] = val_loss, epoch + 1, 0
+        else:
+            state["wait"] += 1
+        state["epoch"] = epoch + 1
+        if self.write:
+            if improved:
+                self.checkpoint.save_model(self.model, "best")
+            self.checkpoint.save_model(self.model, "last")
+            self.checkpoint.save_state()
+        if state["wait"] >= self.patience:
+            self.model.stop_training = True
+
+
+class TrainingDiverged(ValueError):
+    """The loss became NaN or infinite; the message names the epoch and the likely causes."""
+
+
+def check_finite(logs: dict[str, float], epoch: int) -> None:
+    bad = {k: v for k, v in logs.items() if k in ("loss", "val_loss") and not np.isfinite(v)}
+    if bad:
+        shown = ", ".join(f"{k}={v}" for k, v in bad.items())
+        raise TrainingDiverged(
+            f"Training stopped at epoch {epoch}: the loss is not finite ({shown}); no model was registered. Likely "
+            "causes: vote counts that are wrong (look at the conversion's rejected.csv and the catalog's largest "
+            "counts), or a learning rate too high for this model (try learning_rate 10x lower). The checkpoint "
+            "keeps the last finite epoch.")
+
+
+# -- training ----------------------------------------------------------------------------------------
+
+
+def compile_model(model: keras.Model, config: TrainConfig, model_config: ModelConfig, schema) -> None:
+    output, question = model_config.output, model_config.question or None
+    model.compile(
+        optimizer=keras.optimizers.Adam(config.learning_rate),
+        loss=make_loss(output, schema, question),
+        metrics=[*question_loss_metrics(output, schema, question), fraction_rmse_metric(output, schema, question)],
+    )
+
+
+DataForEpoch = Callable[[int], tuple[tf.data.Dataset, tf.data.Dataset]]
+
+
+def train(
+    config: TrainConfig,
+    model_config: ModelConfig,
+    manifest: Manifest,
+    checkpoint: Checkpoint,
+    strategy: tf.distribute.Strategy | None = None,
+    callbacks: list[keras.callbacks.Callback] = (),
+    data: DataForEpoch | None = None,
+    initial_weights: Path | None = None,
+) -> TrainResult:
+    """Fit on the 'train' split, validating on 'validation' (or on `data(epoch)`: that epoch's
+    (train, validation) Keras batches); `initial_weights` warm-starts a fresh job (not a resumed one).
+
+    One epoch at a time: before each, the dropout masks, shuffle and augmentation are seeded from
+    (seed, epoch), so a job resumed from its checkpoint replays exactly the epochs it lost.
+    """
+    strategy = strategy or tf.distribute.get_strategy()
+    schema = manifest.schema_obj
+    shape = model_image_shape(manifest, config)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    if data is None:
+        replicas = strategy.num_replicas_in_sync
+        val_split = "validation" if manifest.counts.get("validation") else "train"
+        if multi_worker:
+            def data(epoch):
+                return (worker_data(strategy, manifest, "train", config, shape[-1], True, epoch),
+                        worker_data(strategy, manifest, val_split, config, shape[-1], False, 0))
+        else:
+            def data(epoch):
+                return (training_data(manifest, "train", config, shape[-1], True, replicas, epoch),
+                        training_data(manifest, val_split, config, shape[-1], False, replicas))
+
+    keras.utils.set_random_seed(config.seed)
+    with strategy.scope():
+        model = build_model(model_config, schema, shape)
+        compile_model(model, config, model_config, schema)
+        resumed_from = checkpoint.epoch
+        if resumed_from:
+            checkpoint.restore(model)
+        elif initial_weights is not None:
+            model.load_weights(initial_weights)
+
+    chief = is_chief(strategy)
+    saver = CheckpointCallback(checkpoint, config.patience, write=chief)
+    fit_epoch = _distributed_epoch_runner(model, strategy) if multi_worker else None
+    for epoch in range(resumed_from, config.epochs):
+        if checkpoint.state["wait"] >= config.patience:
+            break  # stopped early before the crash
+        reseed(model, epoch_seed(config.seed, epoch))
+        train_data, val_data = data(epoch)
+        if fit_epoch is None:
+            model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
+                      callbacks=[saver, *callbacks], shuffle=False, verbose=2)  # the tf.data pipeline shuffles
+        else:
+            logs = fit_epoch(train_data, val_data)
+            print(f"Epoch {epoch + 1}/{config.epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
+                  flush=True)
+            for callback in (saver, *callbacks):
+                callback.set_model(model)
+                callback.on_epoch_end(epoch, logs)
+    state = checkpoint.state
+    if (checkpoint.folder / "best.weights.h5").is_file():
+        model.load_weights(checkpoint.folder / "best.weights.h5")
+    state["finished"] = True
+    if chief:
+        checkpoint.save_state()
+    return TrainResult(
+        model=model,
+        history=state["history"],
+        best_val_loss=float(state["best_val_loss"]),
+        best_epoch=int(state["best_epoch"]),
+        epochs_run=int(state["epoch"]),
+        stopped_early=state["wait"] >= config.patience,
+        resumed_from_epoch=resumed_from,
+        checkpoint=checkpoint.folder,
+    )
+
+
+def _distributed_epoch_runner(model: keras.Model, strategy: tf.distribute.Strategy):
+    """One epoch over distributed datasets with Keras' own train/test steps run on every replica.
+
+    Keras 3's `fit` cannot consume MultiWorkerMirroredStrategy's per-replica batches
+    (keras-team/keras#20585), but its `train_step` runs fine under `strategy.run`: the loss is
+    scaled for the replicas, the optimizer all-reduces the gradients, and the metrics' variables
+    aggregate over workers when read.
+    """
+    @tf.function
+    def train_step(batch):
+        strategy.run(model.train_step, args=(batch,))
+
+    @tf.function
+    def test_step(batch):
+        strategy.run(model.test_step, args=(batch,))
+
+    def run_epoch(train_data, val_data) -> dict[str, float]:
+        model.reset_metrics()
+        for batch in train_data:
+            train_step(batch)
+        logs = {k: float(v) for k, v in model.get_metrics_result().items()}
+        model.reset_metrics()
+        for batch in val_data:
+            test_step(batch)
+        logs.update({f"val_{k}": float(v) for k, v in model.get_metrics_result().items()})
+        return logs
+
+    return run_epoch
+
+
+def default_checkpoint_dir(key: str) -> Path:
+    return Path("data") / "checkpoints" / key
