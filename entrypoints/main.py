@@ -3,6 +3,7 @@
 Each step is `mlflow.run` of this project's own entry point, nested under this run, and gets the
 previous step's output by artifact URI (runs:/<id>/...), as in MLflow's multistep example. A step
 that already finished with the same parameters, inputs and code version is reused, not run again.
+Which steps run and what each is fed is `zoobot.workflows.pipeline.run_pipeline`.
 """
 
 import sys
@@ -13,27 +14,30 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import click  # noqa: E402
 import mlflow  # noqa: E402
 
+from zoobot import tracking  # noqa: E402
+from zoobot.cli.options import options_from, user_errors  # noqa: E402
 from zoobot.workflows import pipeline  # noqa: E402
-from zoobot import tracking
-from zoobot.cli import options_from, user_errors  # noqa: E402
 
 PROJECT = str(Path(__file__).resolve().parents[1])
 
 
-def run_step(step: pipeline.Step, chosen: list[str]) -> mlflow.entities.Run:
-    earlier = tracking.find_finished_run(step)
-    if earlier is not None:
-        click.echo(f"--- {step.entry_point}: reusing run {earlier.info.run_id} (same parameters, inputs and code)")
-        tracking.record_reuse(step.entry_point, earlier)
-        return earlier
-    if step.entry_point not in chosen:
-        raise click.ClickException(
-            f"Step '{step.entry_point}' is not in steps={','.join(chosen)} and no finished run of it with these "
-            f"parameters was found to reuse ({step.identity}). Add '{step.entry_point}' to steps.")
-    click.echo(f"--- {step.entry_point} {step.parameters}")
-    submitted = mlflow.run(PROJECT, step.entry_point, parameters=step.parameters,
-                           env_manager="local", synchronous=True)  # nested runs do not inherit the CLI's choice
-    return mlflow.tracking.MlflowClient().get_run(submitted.run_id)
+def step_runner(chosen: list[str]):
+    def run_step(step: pipeline.Step) -> mlflow.entities.Run:
+        earlier = tracking.find_finished_run(step)
+        if earlier is not None:
+            click.echo(f"--- {step.entry_point}: reusing run {earlier.info.run_id} (same parameters, inputs and code)")
+            tracking.record_reuse(step.entry_point, earlier)
+            return earlier
+        if step.entry_point not in chosen:
+            raise click.ClickException(
+                f"Step '{step.entry_point}' is not in steps={','.join(chosen)} and no finished run of it with these "
+                f"parameters was found to reuse ({step.identity}). Add '{step.entry_point}' to steps.")
+        click.echo(f"--- {step.entry_point} {step.parameters}")
+        submitted = mlflow.run(PROJECT, step.entry_point, parameters=step.parameters,
+                               env_manager="local", synchronous=True)  # nested runs do not inherit the CLI's choice
+        return mlflow.tracking.MlflowClient().get_run(submitted.run_id)
+
+    return run_step
 
 
 @click.command()
@@ -41,28 +45,8 @@ def run_step(step: pipeline.Step, chosen: list[str]) -> mlflow.entities.Run:
 @user_errors
 def main(**options):
     config = pipeline.PipelineConfig(**options)
-    chosen = config.step_list
-    wanted = set(chosen)  # and what they need, run if chosen, else reused
-    if "evaluate" in wanted:
-        wanted.add("train")
-    if wanted & {"train", "active_learning"}:
-        wanted.add("convert")
-    runs = {}
     with tracking.step_run("main", config) as parent:
-        catalog_uri = config.catalog
-        if not config.catalog:
-            runs["simulate"] = run_step(pipeline.simulate_step(config), chosen)
-            catalog_uri = f"runs:/{runs['simulate'].info.run_id}/survey/catalog.csv"
-        if "convert" in wanted:
-            runs["convert"] = run_step(pipeline.convert_step(config, catalog_uri), chosen)
-            shards_uri = f"runs:/{runs['convert'].info.run_id}/shards"
-        if "train" in wanted:
-            runs["train"] = run_step(pipeline.train_step(config, shards_uri), chosen)
-        if "evaluate" in wanted:
-            model_uri = runs["train"].data.tags.get(tracking.TAG_MODEL_URI) or f"runs:/{runs['train'].info.run_id}/model"
-            runs["evaluate"] = run_step(pipeline.evaluate_step(config, model_uri, shards_uri), chosen)
-        if "active_learning" in wanted:
-            runs["active_learning"] = run_step(pipeline.active_learning_step(config, shards_uri), chosen)
+        runs = pipeline.run_pipeline(config, step_runner(config.step_list))
         tracking.log_pipeline_summary(runs)
     click.echo(f"Pipeline run {parent.info.run_id}: " + ", ".join(f"{k} {r.info.run_id}" for k, r in runs.items()))
 

@@ -247,18 +247,20 @@ def zoobot_cache_dir(tmp_path_factory):
 @pytest.fixture(autouse=True)
 def mlflow_state_does_not_leak():
     """Each test starts from the process's MLflow state: no tracking URI pinned by a previous test,
-    no MLFLOW_* variable it exported (mlflow.set_experiment exports MLFLOW_EXPERIMENT_ID), no open run.
-    Later tests start subprocesses that inherit the environment, so a leak breaks them, not the culprit."""
+    no MLFLOW_* variable it exported, no open run. Later tests start subprocesses that inherit the
+    environment, so a leak breaks them, not the culprit.
+
+    Public API only: `mlflow.set_tracking_uri(None)` returns MLflow to "read the URI from the
+    environment", the state a test process starts in. (Tests never call `mlflow.set_experiment`
+    in-process: it pins the experiment for the rest of the process, with no public way back;
+    they create experiments with MlflowClient instead.)"""
     import mlflow
-    from mlflow.tracking import fluent
-    from mlflow.tracking._tracking_service import utils
 
     environment = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
-    uri, experiment = utils._tracking_uri, fluent._active_experiment_id
     yield
     while mlflow.active_run():
         mlflow.end_run()
-    utils._tracking_uri, fluent._active_experiment_id = uri, experiment
+    mlflow.set_tracking_uri(None)
     for key in [k for k in os.environ if k.startswith("MLFLOW_") and k not in environment]:
         del os.environ[key]
     os.environ.update(environment)

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot.active.loop import ALConfig, CampaignConfig, Steps, labels_needed, run_iteration
+from zoobot.active.loop import ALConfig, Steps, labels_needed, run_iteration
+from zoobot.workflows.campaign import CampaignConfig
 from zoobot.active.pool import PoolState
 from zoobot.core.predictions import Predictions
 from zoobot.core.schema import GZ_DECALS

@@ -1,28 +1,38 @@
-"""The benchmark harness runs end to end at its tiniest sizes and reports every figure.
+"""The benchmark harness runs end to end at its tiniest sizes and reports every figure, and the
+workflows it measures are the real ones, their MLflow runs kept out of the user's store.
 
 The values at these sizes mean nothing (a few dozen 16x16 galaxies); what is checked is that the
 table, the JSON report and the MLflow run all hold every figure, so the harness cannot rot.
 """
 
 import json
+import os
 
 import mlflow
+import pandas as pd
 import pytest
 from click.testing import CliRunner
 
-from zoobot.bench.benchmark import SCIENCE_KEYS, SPECS, BenchmarkConfig, Figure, format_table, resolve_sizes
+from tests.conftest import ROOT
+from zoobot.bench.benchmark import SCIENCE_KEYS, SPECS, BenchmarkConfig, Measurement, format_table, resolve_sizes
 
 REPORT_FIELDS = {"key", "title", "value", "target", "comparison", "unit", "spread", "repeats", "values", "passed",
                  "notes", "details"}
+MAX_MODULE_LINES = 400
 
 
-def test_quick_mode_at_tiny_sizes_reports_every_figure(tmp_path, monkeypatch):
-    from zoobot.cli.benchmark import build
-
-    # The user's store as a plain folder: a new SQLite store spends ~8 s on its schema migrations,
-    # and the benchmark already makes one (its throwaway store for figure 3).
+@pytest.fixture
+def users_store(tmp_path, monkeypatch):
+    """The user's store as a plain folder: a new SQLite store spends ~8 s on its schema migrations,
+    and the benchmark already makes one (its throwaway store)."""
     monkeypatch.setenv("MLFLOW_ALLOW_FILE_STORE", "true")
     monkeypatch.setenv("MLFLOW_TRACKING_URI", (tmp_path / "mlruns").as_uri())
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+
+
+def test_quick_mode_at_tiny_sizes_reports_every_figure(tmp_path, monkeypatch, users_store):
+    from zoobot.cli.benchmark import build
+
     monkeypatch.chdir(tmp_path)
     output = tmp_path / "report" / "benchmark.json"
     result = CliRunner().invoke(build(), ["--quick", "true", "--tiny", "true", "--output", str(output)],
@@ -39,6 +49,7 @@ def test_quick_mode_at_tiny_sizes_reports_every_figure(tmp_path, monkeypatch):
         else:
             assert isinstance(figure["value"], float) and figure["repeats"] >= 1, key
             assert figure["spread"][0] <= figure["value"] <= figure["spread"][1], key
+    assert "run_training" in report["figures"]["tracking_overhead"]["notes"]
     assert report["mode"] == "tiny" and report["machine"]["cores"] >= 1 and "mlflow" in report["versions"]
     for key in SPECS:
         assert SPECS[key][0] in result.output  # the printed table has a row per figure
@@ -49,17 +60,71 @@ def test_quick_mode_at_tiny_sizes_reports_every_figure(tmp_path, monkeypatch):
     assert run.data.params["size.n_images"] == "64" and "version.tensorflow-cpu" in run.data.params
     logged = mlflow.artifacts.load_dict(f"runs:/{run.info.run_id}/benchmark.json")
     assert logged["figures"].keys() == report["figures"].keys()
-    # the figure-3 runs went to a throwaway store, not the user's
+    # the runs of the real training job went to a throwaway store, not the user's
     assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 1
 
 
-def test_a_figure_passes_by_its_comparison():
-    assert Figure("mc_speedup", 20.0).passed is True
-    assert Figure("mc_speedup", 10.0).passed is False
-    assert Figure("bald_fraction", 0.05).passed is False  # strictly under 5%
-    assert Figure("tracking_overhead", 1.03).passed is True
-    assert Figure("label_efficiency", None).passed is None
-    table = format_table([Figure("mc_speedup", 20.0, (18.0, 22.0)), Figure("label_efficiency", None)])
+def test_a_workflows_run_goes_to_the_scratch_store_and_not_under_the_callers_run(tmp_path, users_store):
+    from zoobot.bench.scratch import in_own_thread, scratch_experiment
+
+    def workflow():  # opens its run as run_training and run_campaign do: default experiment, no parent given
+        with mlflow.start_run() as run:
+            mlflow.log_param("inside", "yes")
+            return run.info.run_id, run.info.experiment_id
+
+    with mlflow.start_run() as callers:
+        with scratch_experiment(tmp_path / "scratch") as experiment_id:
+            run_id, run_experiment = in_own_thread(workflow)
+            scratch_run = mlflow.get_run(run_id)
+            with pytest.raises(ZeroDivisionError):
+                in_own_thread(lambda: 1 / 0)  # raised in the caller's thread
+        assert mlflow.active_run().info.run_id == callers.info.run_id
+    assert run_experiment == experiment_id and scratch_run.data.params == {"inside": "yes"}
+    assert "mlflow.parentRunId" not in scratch_run.data.tags
+    users_runs = mlflow.search_runs(search_all_experiments=True, output_format="list")
+    assert [r.info.run_id for r in users_runs] == [callers.info.run_id] and users_runs[0].data.params == {}
+    assert "MLFLOW_EXPERIMENT_ID" not in os.environ
+
+
+def test_label_efficiency_is_the_real_campaigns_label_saving(tmp_path, monkeypatch, users_store):
+    from zoobot.bench import science
+    from zoobot.bench.config import PRESETS
+    from zoobot.workflows import campaign
+
+    curves = {"bald": pd.DataFrame({"n_labelled": [24, 32, 40], "test_loss": [3.0, 2.5, 2.0]}),
+              "random": pd.DataFrame({"n_labelled": [24, 32, 40], "test_loss": [3.0, 2.8, 2.6]})}
+    seen = {}
+
+    def fake_run_campaign(config, model_config, say=print):
+        seen.update(config=config, active=mlflow.active_run(), uri=mlflow.get_tracking_uri(),
+                    experiment=os.environ.get("MLFLOW_EXPERIMENT_ID"))
+        return campaign.CampaignOutcome(curves, 0.4, "", "a-run-id")
+
+    monkeypatch.setattr(campaign, "run_campaign", fake_run_campaign)
+    sizes = PRESETS["tiny"]
+    with mlflow.start_run():
+        measurement = science.label_efficiency_figure(tmp_path, tmp_path / "al_shards", sizes, 3, "", say=print)
+    config = seen["config"]
+    assert (config.shards, config.work_dir, config.arm_list, config.seed) == (
+        str(tmp_path / "al_shards"), str(tmp_path / "campaign"), ["bald", "random"], 3)
+    assert (config.iterations, config.n_acquire, config.n_samples, config.epochs) == (
+        sizes.al_iterations, sizes.al_acquire, sizes.al_samples, sizes.al_epochs)
+    assert seen["active"] is None and seen["experiment"] and str(tmp_path / "al_tracking") in seen["uri"]
+    assert measurement.value == pytest.approx(0.6) and "bald: 24->3.000, 32->2.500" in measurement.notes
+    assert measurement.details["random"]["test_loss"] == [3.0, 2.8, 2.6]
+
+    not_reached = campaign.CampaignOutcome(curves, float("nan"), "random never got below", "a-run-id")
+    unmeasured = science.label_efficiency(not_reached, sizes, "")
+    assert unmeasured.value is None and "Not computed: random never got below" in unmeasured.notes
+
+
+def test_a_measurement_passes_by_its_comparison():
+    assert Measurement("mc_speedup", 20.0).passed is True
+    assert Measurement("mc_speedup", 10.0).passed is False
+    assert Measurement("bald_fraction", 0.05).passed is False  # strictly under 5%
+    assert Measurement("tracking_overhead", 1.03).passed is True
+    assert Measurement("label_efficiency", None).passed is None
+    table = format_table([Measurement("mc_speedup", 20.0, (18.0, 22.0)), Measurement("label_efficiency", None)])
     assert "yes" in table and "n/a" in table
 
 
@@ -70,3 +135,10 @@ def test_sizes_follow_the_mode_and_the_overrides():
     assert resolve_sizes(BenchmarkConfig(quick=True, science=True)).science
     with pytest.raises(ValueError, match="repeats"):
         BenchmarkConfig(repeats=-1)
+
+
+def test_every_bench_module_is_under_400_lines():
+    lengths = {path.name: len(path.read_text().splitlines()) for path in (ROOT / "zoobot" / "bench").glob("*.py")}
+    assert {name: n for name, n in lengths.items() if n >= MAX_MODULE_LINES} == {}
+    assert {"benchmark.py", "config.py", "measurement.py", "speed.py", "memory.py", "science.py", "report.py"} \
+        <= set(lengths)

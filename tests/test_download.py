@@ -11,6 +11,7 @@ import gzip
 import hashlib
 import io
 import shlex
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -29,7 +30,8 @@ from tests.conftest import decals_frame, hart16_frame
 from zoobot.data import download as dl
 from zoobot.data.catalog import load_catalog
 from zoobot.data.download import (ChecksumError, DownloadCatalogConfig, DownloadError, DownloadImagesConfig,
-                             download_catalog, download_images)
+                                  download_catalog, download_images)
+from zoobot.data.download.progress import Progress
 
 ROOT = Path(__file__).resolve().parents[1]
 FAST = {"retries": 1, "backoff": 0.01, "timeout": 1.0}  # short back-off; 'hang' (2.5 s) outlasts the timeout
@@ -46,6 +48,7 @@ class FakeServices:
         self.truncate_once: set[str] = set()  # catalog paths whose first answer is cut off
         self.behaviour: dict[str, str] = {}  # ra as sent ("10.000000") -> what to do
         self.log: list[tuple[str, dict, dict]] = []  # (path, query, headers) of every request
+        self.events: list[tuple[str, str]] = []  # ("asked" | "answered", ra) of every cutout request, in order
         self.lock = threading.Lock()
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler())
         self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
@@ -53,6 +56,16 @@ class FakeServices:
 
     def requests_for(self, ra: float) -> int:
         return sum(1 for _, q, _ in self.log if q.get("ra") == f"{ra:.6f}")
+
+    def answered_while_waiting_for(self, ra: float) -> list[str]:
+        """The ra of every other galaxy answered between the first and the second request for `ra`. A retry
+        runs in the worker that made the first attempt, so a client fetching one galaxy at a time would
+        have none: this is what the other workers got done while one waited out `ra`."""
+        key = f"{ra:.6f}"
+        with self.lock:
+            events = list(self.events)
+        first, second = [i for i, (kind, r) in enumerate(events) if kind == "asked" and r == key][:2]
+        return [r for kind, r in events[first:second] if kind == "answered" and r != key]
 
     def _handler(self):
         services = self
@@ -66,6 +79,7 @@ class FakeServices:
                 query = {k: v[0] for k, v in parse_qs(parts.query).items()}
                 with services.lock:
                     services.log.append((parts.path, query, dict(self.headers)))
+                    services.events.append(("asked", query.get("ra", "")))
                     seen = sum(1 for p, q, _ in services.log if p == parts.path and q == query)
                 try:
                     if parts.path in services.files:
@@ -77,6 +91,9 @@ class FakeServices:
                         self.send_error(404)
                 except (BrokenPipeError, ConnectionResetError):
                     pass  # the client gave up (the 'hang' case)
+                finally:
+                    with services.lock:
+                        services.events.append(("answered", query.get("ra", "")))
 
             def _send(self, body: bytes, content_type: str, status: int = 200, length: int | None = None,
                       extra: dict | None = None):
@@ -169,7 +186,8 @@ def no_part_files(folder: Path) -> bool:
 # -- images --------------------------------------------------------------------------------------------
 
 
-TROUBLE = {30.0: "slow", 40.0: "404", 50.0: "500-once", 60.0: "truncated", 70.0: "html", 80.0: "hang"}
+# The hanging galaxy comes early, so that most galaxies are still to fetch while a worker waits it out.
+TROUBLE = {80.0: "hang", 30.0: "slow", 40.0: "404", 50.0: "500-once", 60.0: "truncated", 70.0: "html"}
 
 
 def test_images_survive_every_kind_of_trouble_and_resume(services, tmp_path):
@@ -180,18 +198,18 @@ def test_images_survive_every_kind_of_trouble_and_resume(services, tmp_path):
     config = DownloadImagesConfig(catalog=str(catalog), output_dir=str(out), size=32,
                                   base_url=f"{services.url}/viewer", workers=4, **FAST)
 
-    started = time.monotonic()
     result = download_images(config)
-    assert time.monotonic() - started < 8  # the hanging galaxy did not hold up the others
+    # the hanging galaxy did not hold up the others: they were answered while its worker waited it out
+    assert services.answered_while_waiting_for(80.0)
 
     assert result.survey == "legacy" and result.id_column == "iauname"
     assert (result.n_rows, result.n_selected, result.n_downloaded, result.n_present) == (9, 8, 4, 0)
     reasons = dict(zip(result.failures["row"], result.failures["reason"]))
-    assert sorted(reasons) == [4, 6, 7, 8, 9]
-    assert reasons[4].startswith("HTTP 404")
-    assert reasons[6].startswith("truncated") and "after 2 attempts" in reasons[6]
-    assert "web page" in reasons[7]
-    assert reasons[8].startswith("timed out")
+    assert sorted(reasons) == [3, 5, 7, 8, 9]
+    assert reasons[3].startswith("timed out")
+    assert reasons[5].startswith("HTTP 404")
+    assert reasons[7].startswith("truncated") and "after 2 attempts" in reasons[7]
+    assert "web page" in reasons[8]
     assert reasons[9].startswith("no sky position: ra=nan")
     # 404 is final, 500 and cut-off bodies are retried, and the 500 then succeeded
     assert services.requests_for(40.0) == 1
@@ -201,7 +219,8 @@ def test_images_survive_every_kind_of_trouble_and_resume(services, tmp_path):
     on_disk = pd.read_csv(out / "download_failures.csv", keep_default_na=False)
     assert list(on_disk.columns) == ["row", "id", "url", "reason"]
     assert on_disk["reason"].tolist() == result.failures["reason"].tolist()
-    assert on_disk.loc[0, "url"].startswith(f"{services.url}/viewer/jpeg-cutout?ra=40.000000&dec=5.000000")
+    assert on_disk.set_index("row").loc[5, "url"].startswith(
+        f"{services.url}/viewer/jpeg-cutout?ra=40.000000&dec=5.000000")
 
     # requests look like the real viewer's
     _, query, headers = next(entry for entry in services.log if entry[1]["ra"] == "10.000000")
@@ -327,6 +346,33 @@ def test_cut_off_catalog_download_resumes_where_it_stopped(services, tmp_path, m
     (_, first, _), (_, second, headers) = services.log
     assert first == second == {"download": "1"}  # Zenodo's address, query kept
     assert headers["Range"] == f"bytes={len(served['gz-decals']) // 2}-"
+
+
+def test_progress_off_a_terminal_ends_with_the_final_state(services, tmp_path, capsys):
+    """click prints only the label when stderr is not a terminal; the final state follows it, for logs."""
+    served = serve_catalogs(services)
+    download_catalog(DownloadCatalogConfig(source="gz-decals", output_dir=str(tmp_path), mirror=services.url,
+                                           **FAST), progress=True)
+    size = len(served["gz-decals"]) / 1e6
+    assert capsys.readouterr().err.splitlines() == [
+        "gz_decals_volunteers_5.csv", f"gz_decals_volunteers_5.csv: {size:.1f} of {size:.1f} MB"]
+
+
+def test_progress_on_a_terminal_is_one_redrawn_bar(monkeypatch):
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    terminal = Terminal()
+    monkeypatch.setattr(sys, "stderr", terminal)
+    done = [0]
+    bar = Progress("Cutouts", lambda: f"{done[0]} done", enabled=True)
+    for done[0] in range(1, 4):
+        bar.move_to(done[0], 3)
+    bar.close()
+    drawn = terminal.getvalue()
+    assert "Cutouts" in drawn and "100%" in drawn and "3 done" in drawn
+    assert "Cutouts: " not in drawn and drawn.count("\n") == 1  # no separate final line under the bar
 
 
 def test_wrong_checksum_is_refused_with_both_digests(services, tmp_path, monkeypatch):

@@ -37,7 +37,7 @@ import sys
 import numpy as np
 import mlflow
 if sys.argv[1] == "after-import":
-    import zoobot.tracking.mlflow_io  # the current package already loaded when the old model arrives
+    import zoobot.tracking  # the current package already loaded when the old model arrives
 model = mlflow.pyfunc.load_model("models:/legacy@champion")
 images = np.full((2, 16, 16, 3), 128.0, dtype="float32")
 np.save(sys.argv[2], np.stack([model.predict(images, params={"n_samples": 4}) for _ in range(2)]))

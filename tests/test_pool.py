@@ -8,7 +8,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import time
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -524,13 +524,35 @@ def test_check_invariants_names_what_another_program_broke(tmp_path, frames, cor
 
 
 # -- a real SIGKILL ---------------------------------------------------------------------------------------
+# The writer runs in its own process and, at the chosen point inside a transaction, says so on stdout and
+# waits for a stdin line that never comes; the test kills it as soon as it reads that line. So the kill
+# always lands inside the transaction, on a fast machine or a loaded one; no sleep decides where.
 
 WRITER = textwrap.dedent("""
-    import sys, time
+    import os, sys
     import numpy as np, pandas as pd
     from zoobot.active.pool import PoolState
 
-    path, mode, batch = sys.argv[1], sys.argv[2], int(sys.argv[3])
+    path, pause_at, pause_iteration, batch = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+
+    def pause(where):
+        print(where, flush=True)
+        sys.stdin.readline()  # the test sends nothing: it kills this process
+        os._exit(3)  # stdin closed without a kill: end without committing
+
+    def pause_mid_update(connection, n_rows):
+        # SQLite calls the handler every 100 steps of its VM, here inside the UPDATE's executemany.
+        start = connection.total_changes
+        def handler():
+            if connection.total_changes - start >= n_rows:
+                pause(f"{n_rows} rows updated")
+            return 0
+        connection.set_progress_handler(handler, 100)
+
+    def pausing(stage, it):
+        if it == pause_iteration and pause_at == f"{stage}_update":
+            pause_mid_update(state._connection, batch // 2)  # the one hook a test needs from inside
+
     state = PoolState.open(path)
     while state.pool_ids():
         it = state.current_iteration()
@@ -541,39 +563,51 @@ WRITER = textwrap.dedent("""
         if not state.is_done(it, "acquire"):
             chosen = state.pool_ids()[:batch]
             with state.stage(it, "acquire") as info:
+                pausing("acquire", it)
                 state.acquire(it, chosen)
                 info["n_acquired"] = len(chosen)
         if not state.is_done(it, "request"):
             state.mark_done(it, "request", {})
         ids = state.awaiting_ids(it)
         votes = pd.DataFrame({"id_str": ids, **{c: np.arange(len(ids)) % 7 for c in state.label_cols}})
-        rest = votes
         with state.stage(it, "ingest") as info:
-            if mode == "hold" and it == 2:
+            if it == pause_iteration and pause_at == "between_ingest_calls":
                 state.ingest_labels(it, votes.iloc[: len(ids) // 2])
-                rest = votes.iloc[len(ids) // 2:]
-                print("holding", flush=True)
-                time.sleep(120)  # killed here, half of the rows written
-            state.ingest_labels(it, rest)
+                pause("half ingested")
+            pausing("ingest", it)
+            state.ingest_labels(it, votes)
     print("finished", flush=True)
 """)
+WATCHDOG_S = 600  # only for a writer that never reaches its pause: the test then fails instead of hanging
 
 
-def kill_writer(path: Path, mode: str, batch: int, wait_for: str, delay: float = 0.0) -> None:
+def assert_write_locked(path: Path) -> None:
+    """Another connection cannot start writing: the writer is inside a transaction."""
+    with raw(path) as other:
+        other.execute("PRAGMA busy_timeout = 0")
+        with pytest.raises(sqlite3.OperationalError, match="locked"):
+            other.execute("BEGIN IMMEDIATE")
+
+
+def kill_writer(path: Path, pause_at: str, iteration: int, batch: int, wait_for: str) -> None:
     script = path.parent / "writer.py"
     script.write_text(WRITER)
-    process = subprocess.Popen([sys.executable, str(script), str(path), mode, str(batch)], stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONPATH": str(ROOT)})
+    process = subprocess.Popen([sys.executable, str(script), str(path), pause_at, str(iteration), str(batch)],
+                               stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               env={**os.environ, "PYTHONPATH": str(ROOT)})
+    watchdog = threading.Timer(WATCHDOG_S, process.kill)
+    watchdog.start()
     try:
         while (line := process.stdout.readline().strip()) != wait_for:
             assert line and line != "finished", f"writer ended before '{wait_for}': {process.stderr.read()[-2000:]}"
-        time.sleep(delay)
+        assert_write_locked(path)
         process.kill()  # SIGKILL: no cleanup, no rollback in Python
     finally:
+        watchdog.cancel()
         process.kill()
         process.wait(timeout=30)
-        process.stdout.close()
-        process.stderr.close()
+        for stream in (process.stdin, process.stdout, process.stderr):
+            stream.close()
     assert process.returncode == -9
 
 
@@ -592,7 +626,7 @@ def assert_each_iteration_all_or_nothing(state: PoolState, batch: int) -> None:
 def test_sigkill_in_the_middle_of_an_ingest_transaction_leaves_no_trace_of_it(tmp_path):
     path, batch = tmp_path / "campaign.db", 4000
     big_campaign(path, n_pool=20_000)
-    kill_writer(path, "hold", batch, wait_for="holding")  # killed with half of iteration 2's rows written
+    kill_writer(path, "between_ingest_calls", 2, batch, wait_for="half ingested")
     with PoolState.open(path) as state:
         assert_each_iteration_all_or_nothing(state, batch)
         assert state.current_iteration() == 2 and state.next_stage() == (2, "ingest")
@@ -603,13 +637,16 @@ def test_sigkill_in_the_middle_of_an_ingest_transaction_leaves_no_trace_of_it(tm
         assert_each_iteration_all_or_nothing(state, batch)
 
 
-def test_sigkill_at_an_arbitrary_moment_of_a_long_run_keeps_every_iteration_all_or_nothing(tmp_path):
+@pytest.mark.parametrize("stage", ["acquire", "ingest"])
+def test_sigkill_half_way_through_an_update_statement_keeps_every_iteration_all_or_nothing(tmp_path, stage):
     path, batch = tmp_path / "campaign.db", 2000
     big_campaign(path, n_pool=20_000)
-    kill_writer(path, "free", batch, wait_for="iteration 3", delay=0.1)
+    kill_writer(path, f"{stage}_update", 3, batch, wait_for=f"{batch // 2} rows updated")
     with PoolState.open(path) as state:
         assert_each_iteration_all_or_nothing(state, batch)
-        assert state.current_iteration() >= 3
+        assert state.next_stage() == (3, stage)  # iterations 1 and 2 finished; 3 resumes at the killed stage
+        assert len(state.acquired_ids(3)) == (0 if stage == "acquire" else batch)
+        assert state.n_labelled() == 10 + 2 * batch
 
 
 # -- from a converted shard folder --------------------------------------------------------------------------

@@ -10,11 +10,12 @@ from mlflow.tracking import MlflowClient
 
 from tests.conftest import TINY_MODEL, write_pngs
 from zoobot import tracking
-from zoobot.model.evaluate import EvaluateConfig, evaluate
+from zoobot.core.model_meta import ModelMeta
 from zoobot.data.manifest import Manifest
+from zoobot.data.shards import read_split
+from zoobot.model.evaluate import EvaluateConfig, evaluate
 from zoobot.model.network import BUNDLE_KERAS, ModelConfig, load_bundle, save_bundle
 from zoobot.model.predict import PredictConfig, predict, predict_split, read_predictions
-from zoobot.data.shards import read_split
 from zoobot.model.train import Checkpoint, TrainConfig, train
 
 
@@ -23,7 +24,7 @@ def bundle(tiny_shards, tmp_path_factory):
     manifest = Manifest.read(tiny_shards)
     result = train(TrainConfig(shards=str(tiny_shards), epochs=2, batch_size=8), ModelConfig(**TINY_MODEL),
                    manifest, Checkpoint(tmp_path_factory.mktemp("ckpt")))
-    meta = {"schema": manifest.schema, "output": "dirichlet", "question": None}
+    meta = ModelMeta(manifest.schema, "dirichlet")
     return save_bundle(result.model, tmp_path_factory.mktemp("bundle"), meta) / BUNDLE_KERAS
 
 

@@ -103,6 +103,18 @@ def test_catalog_columns_and_ids(decals):
     pd.testing.assert_frame_equal(reread, cat, check_dtype=False)
 
 
+def test_the_package_still_exports_what_the_single_module_did():
+    from zoobot.data.simulate import morphology, render, survey, volunteers
+
+    assert simulate.SimulateConfig is survey.SimulateConfig
+    assert simulate.simulate_survey is survey.simulate_survey
+    assert simulate.sample_galaxy is morphology.sample_galaxy
+    assert simulate.render_galaxy is render.render_galaxy
+    assert simulate.draw_votes is volunteers.draw_votes
+    assert simulate.ENDS_CLASSIFICATION is volunteers.ENDS_CLASSIFICATION
+    assert all(hasattr(simulate, name) for name in simulate.__all__)
+
+
 def test_iau_name_truncates_coordinates():
     assert simulate.iau_name(0.099, 1.2055) == "J000023.76+011219.8"
     assert simulate.iau_name(359.99999, -0.5) == "J235959.99-003000.0"
@@ -141,7 +153,8 @@ def test_failed_overwrite_leaves_the_earlier_survey_whole(tmp_path, monkeypatch)
     def broken_write(*args):
         raise OSError("disk full")
 
-    monkeypatch.setattr(simulate, "_write_image", broken_write)
+    # Patched where the worker looks it up (workers=1 runs it in this process).
+    monkeypatch.setattr(simulate.survey, "write_image", broken_write)
     with pytest.raises(OSError, match="disk full"):
         _run(tmp_path, n_galaxies=2, seed=5, overwrite=True)
     # Everything was staged: the earlier survey is exactly as it was, and no staging folder is left.

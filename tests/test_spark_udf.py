@@ -117,7 +117,7 @@ def test_spark_udf_gives_mc_dropout_samples_like_mc_predict(spark, registered_mo
 
     # the same images through zoobot's own MC dropout: the means agree within MC noise
     model, meta = load_bundle(tracking.local_model_path(MODEL_URI))
-    assert tuple(meta["image_shape"]) == images.shape[1:]
+    assert meta.image_shape == images.shape[1:]
     local = mc_predict(model, images.astype(np.float32), N_SAMPLES)
     noise = np.sqrt((a.var(axis=-1) + local.var(axis=-1)) / N_SAMPLES)
     gap = np.abs(a.mean(axis=-1) - local.mean(axis=-1))

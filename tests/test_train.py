@@ -15,7 +15,8 @@ from mlflow.tracking import MlflowClient
 from tests.conftest import ROOT, TINY_MODEL
 from zoobot.data.manifest import Manifest
 from zoobot.model.network import ModelConfig
-from zoobot.model.train import Checkpoint, TrainConfig, checkpoint_key, train
+from zoobot.model.checkpoint import Checkpoint, checkpoint_key
+from zoobot.model.train import TrainConfig, train
 
 
 def tiny_train_config(shards, **kw):

@@ -65,45 +65,6 @@ class ALConfig:
 
 
 @dataclass(frozen=True)
-class CampaignConfig:
-    shards: str = field(metadata={
-        "help": "Shards converted with --labelled-size (a labelled 'train' split, an unlabelled 'pool', a 'test' split)."})
-    iterations: int = field(default=2, metadata={"help": "Iterations per arm."})
-    arms: str = field(default="bald,random", metadata={
-        "help": "Comma-separated acquisition functions to compare, each from the same starting labelled set."})
-    work_dir: str = field(default="data/active_learning", metadata={
-        "help": "Folder for each arm's state database, models and predictions."})
-    n_acquire: int = field(default=128, metadata={"help": "Galaxies acquired per iteration."})
-    n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy."})
-    n_volunteers: float = field(default=40.0, metadata={"help": "Volunteers expected per galaxy."})
-    warm_start: bool = field(default=True, metadata={"help": "Start each iteration from the previous model."})
-    epochs: int = field(default=10, metadata={"help": "Maximum epochs per iteration."})
-    batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
-    patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
-    seed: int = field(default=0, metadata={"help": "Seed shared by every arm."})
-
-    def __post_init__(self):
-        if self.iterations < 1:
-            raise ValueError(f"iterations must be >= 1, got {self.iterations}.")
-        for arm in self.arm_list:
-            acquisition.get_acquisition(arm)
-
-    @property
-    def arm_list(self) -> list[str]:
-        return [a.strip() for a in self.arms.split(",") if a.strip()]
-
-    def arm_config(self, arm: str) -> ALConfig:
-        from pathlib import Path
-
-        return ALConfig(
-            state=str(Path(self.work_dir) / arm / "state.db"), shards=self.shards, acquisition=arm,
-            n_acquire=self.n_acquire, n_samples=self.n_samples, n_volunteers=self.n_volunteers,
-            warm_start=self.warm_start, epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, patience=self.patience, seed=self.seed)
-
-
-@dataclass(frozen=True)
 class Steps:
     """What an iteration does to the world; the loop decides when."""
     # (iteration, state) -> info to record (model path, metrics, registered version, ...)

@@ -7,7 +7,8 @@ import time
 
 import click
 
-from zoobot.cli import options_from, user_errors
+from zoobot.cli.options import options_from, user_errors
+from zoobot.core import tags as tag_names
 
 
 def build() -> click.Command:
@@ -19,10 +20,15 @@ def build() -> click.Command:
     @user_errors
     def benchmark(**options):
         from zoobot import tracking
-        from zoobot.bench.benchmark import format_table, report, run_benchmarks, write_report
+        from zoobot.bench.benchmark import (
+            format_table,
+            report,
+            run_benchmarks,
+            write_report,
+        )
 
         config = BenchmarkConfig(**options)
-        with tracking.step_run("benchmark", config, tags={"benchmark_mode": config.mode}):
+        with tracking.step_run("benchmark", config, tags={tag_names.BENCHMARK_MODE: config.mode}):
             start = time.perf_counter()
             figures = run_benchmarks(config, say=lambda text: click.echo(text, err=True))
             data = report(figures, config, time.perf_counter() - start)

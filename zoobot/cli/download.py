@@ -9,7 +9,8 @@ import functools
 
 import click
 
-from zoobot.cli import options_from, user_errors
+from zoobot.cli.options import options_from, user_errors
+from zoobot.core import tags as tag_names
 
 FAILURES_SHOWN = 10
 
@@ -29,7 +30,11 @@ def _download_errors(function):
 
 
 def build() -> click.Command:
-    from zoobot.data.download import SOURCES, DownloadCatalogConfig, DownloadImagesConfig
+    from zoobot.data.download import (
+        SOURCES,
+        DownloadCatalogConfig,
+        DownloadImagesConfig,
+    )
 
     @click.group(name="download", help="Fetch published Galaxy Zoo vote catalogs and survey cutouts of their "
                                        "galaxies, ready for `zoobot convert`.")
@@ -50,7 +55,7 @@ def build() -> click.Command:
             raise click.UsageError(f"The source is given twice, as '{name}' and --source '{options['source']}'; "
                                    "give it once.")
         config = DownloadCatalogConfig(**(options | {"source": name or options["source"]}))
-        with tracking.step_run("download", config, tags={"download": "catalog"}):
+        with tracking.step_run("download", config, tags={tag_names.DOWNLOAD: "catalog"}):
             result = download_catalog(config, progress=True)
             tracking.log_download(result)
         what = "Downloaded" if result.downloaded else "Already there, verified"
@@ -67,7 +72,7 @@ def build() -> click.Command:
         from zoobot.data.download import download_images
 
         config = DownloadImagesConfig(**options)
-        with tracking.step_run("download", config, tags={"download": "images"}):
+        with tracking.step_run("download", config, tags={tag_names.DOWNLOAD: "images"}):
             result = download_images(config, progress=True)
             tracking.log_download(result)
             if result.n_selected and not result.n_written:

@@ -8,7 +8,7 @@ Two kinds of model output:
 - "binomial": the probability p of the question's first answer, for one question (n_outputs = 1).
   Votes for that answer are Binomial(N, p) of the question's N votes (Walmsley et al. 2020).
 
-No TensorFlow or MLflow here: acquisition, coverage and the pool state read predictions too.
+No TensorFlow or MLflow here: acquisition, coverage and the metrics read predictions too.
 """
 
 from __future__ import annotations

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.core.schema import Schema, load_schema
-from zoobot.core.votes import REJECTED_COLUMNS, count_problems, id_problems, id_text, rejected_rows
+from zoobot.core.votes import count_problems, id_problems, id_text, rejected_rows
 
 ID = "id_str"  # normalised id column of every table after the catalog
 IMAGE = "image_path"  # normalised, absolute image path

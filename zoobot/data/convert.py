@@ -16,7 +16,6 @@ import io
 import os
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, timezone
 from multiprocessing import get_context
 from pathlib import Path
 
@@ -24,7 +23,6 @@ import click
 import numpy as np
 import pandas as pd
 
-import zoobot
 from zoobot.core import staging
 from zoobot.data.catalog import ID, IMAGE, ROW, Catalog, load_catalog
 from zoobot.data.images import ImageReadError, ImageSpec, read_image
@@ -164,11 +162,31 @@ def _decoded(galaxies: pd.DataFrame, config: ConvertConfig, progress: bool):
 
 
 def convert(config: ConvertConfig, progress: bool = False) -> ConvertResult:
-    from zoobot.data import shards  # TensorFlow: only in the writing process
-
     output_dir = Path(config.output_dir).resolve()
     owned = staging.owned_files(output_dir, MANIFEST_NAME, _conversion_files)
     staging.check_output_folder(output_dir, MANIFEST_NAME, owned, config.overwrite, "convert")  # before the slow part
+    catalog, galaxies = _load(config)
+    with staging.staged_output(output_dir, MANIFEST_NAME, owned, config.overwrite, "convert",
+                               planned=_planned_files(galaxies, config)) as folder:
+        written = _write_shards(folder, galaxies, catalog, config, progress)
+        rejected, oracle = _write_tables(folder, galaxies, catalog, written.failed, config)
+        Manifest(
+            schema=catalog.schema.to_dict(),
+            image_shape=(config.image_size, config.image_size, config.channels),
+            image_encoding=config.image_encoding,
+            splits={s: Split.of_files(s, written.labelled[s], files) for s, files in written.files.items()},
+            catalog={"path": str(catalog.path.resolve()), "sha256": catalog.sha256,
+                     "rows": len(catalog.galaxies) + len(catalog.rejected), "rejected": len(rejected)},
+            config=asdict(config),
+            oracle=oracle,
+        ).write(folder)
+    examples = {s: (ids, np.stack(images)) for s, (ids, images) in written.examples.items() if ids}
+    return ConvertResult(Manifest.read(output_dir), catalog, rejected, examples)
+
+
+def _load(config: ConvertConfig) -> tuple[Catalog, pd.DataFrame]:
+    """The validated catalog, and its good galaxies with their splits, split by split in catalog order
+    (so that shards are reproducible)."""
     catalog = load_catalog(
         config.catalog, config.schema, id_column=config.id_column or None, image_column=config.image_column,
         image_root=config.image_root or None, require_labels=config.labels)
@@ -178,58 +196,56 @@ def convert(config: ConvertConfig, progress: bool = False) -> ConvertResult:
             f"First reasons: {catalog.rejected['reason'].head(5).tolist()}")
     galaxies = catalog.galaxies.copy()
     galaxies["split"] = assign_splits(len(galaxies), config)
-    # Write split by split, each in catalog order, so shards are reproducible.
     galaxies = galaxies.iloc[np.argsort([SPLIT_ORDER.index(s) for s in galaxies["split"]], kind="stable")]
-    galaxies = galaxies.reset_index(drop=True)
+    return catalog, galaxies.reset_index(drop=True)
 
-    with staging.staged_output(output_dir, MANIFEST_NAME, owned, config.overwrite, "convert",
-                               planned=_planned_files(galaxies, config)) as folder:
-        writers = {s: shards.ShardWriter(folder, s, config.shard_size) for s in dict.fromkeys(galaxies["split"])}
-        labelled = {s: config.labels and s != "pool" for s in writers}
-        label_array = galaxies[list(catalog.schema.label_cols)].to_numpy(np.int64) if config.labels else None
-        failed: list[tuple[int, str]] = []
-        examples: dict[str, tuple[list[str], list[np.ndarray]]] = {s: ([], []) for s in writers}
-        for i, (data, error) in _decoded(galaxies, config, progress):
-            if data is None:
-                failed.append((i, error))
-                continue
-            split = galaxies.at[i, "split"]
-            writers[split].write(shards.serialize_example(
-                galaxies.at[i, ID], data, label_array[i] if labelled[split] else None))
-            ids, images = examples[split]
-            if len(ids) < EXAMPLES_PER_SPLIT:
-                ids.append(galaxies.at[i, ID])
-                images.append(_image_from_bytes(data, config))
-        files = {s: w.close() for s, w in writers.items()}
 
-        bad_images = rejected_rows([galaxies.at[i, ROW] for i, _ in failed], [galaxies.at[i, ID] for i, _ in failed],
-                                   [f"unreadable image: {error}" for _, error in failed])
-        written = galaxies.drop(index=[i for i, _ in failed])
-        rejected = rejected_rows(*(pd.concat([catalog.rejected, bad_images], ignore_index=True)[c]
-                                   for c in ("row", "id_str", "reason")))
-        rejected.to_csv(folder / "rejected.csv", index=False)
-        _write_index(written, folder / "galaxies.csv")
-        oracle = None
-        if config.labels and (written["split"] == "pool").any():
-            pool = written[written["split"] == "pool"]
-            pool[[ID, *catalog.schema.label_cols]].to_csv(folder / "oracle.csv", index=False)
-            oracle = "oracle.csv"
+@dataclass
+class _Written:
+    files: dict[str, list]  # split -> ShardFile of each shard written
+    labelled: dict[str, bool]  # split -> whether its records carry labels
+    failed: list[tuple[int, str]]  # (row position, why) of galaxies whose image could not be used
+    examples: dict[str, tuple[list[str], list[np.ndarray]]]  # a few (ids, images) per split
 
-        manifest = Manifest(
-            schema=catalog.schema.to_dict(),
-            image_shape=(config.image_size, config.image_size, config.channels),
-            image_encoding=config.image_encoding,
-            splits={s: Split(s, labelled[s], sum(f.count for f in files[s]), tuple(files[s])) for s in files},
-            catalog={"path": str(catalog.path.resolve()), "sha256": catalog.sha256,
-                     "rows": len(catalog.galaxies) + len(catalog.rejected), "rejected": len(rejected)},
-            config=asdict(config),
-            oracle=oracle,
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            zoobot_version=zoobot.__version__,
-        )
-        manifest.write(folder)
-    examples_out = {s: (ids, np.stack(images)) for s, (ids, images) in examples.items() if ids}
-    return ConvertResult(Manifest.read(output_dir), catalog, rejected, examples_out)
+
+def _write_shards(folder: Path, galaxies: pd.DataFrame, catalog: Catalog, config: ConvertConfig,
+                  progress: bool) -> _Written:
+    from zoobot.data import shards  # TensorFlow: only in the writing process
+
+    writers = {s: shards.ShardWriter(folder, s, config.shard_size) for s in dict.fromkeys(galaxies["split"])}
+    labelled = {s: config.labels and s != "pool" for s in writers}
+    label_array = galaxies[list(catalog.schema.label_cols)].to_numpy(np.int64) if config.labels else None
+    written = _Written({}, labelled, [], {s: ([], []) for s in writers})
+    for i, (data, error) in _decoded(galaxies, config, progress):
+        if data is None:
+            written.failed.append((i, error))
+            continue
+        split = galaxies.at[i, "split"]
+        writers[split].write(shards.serialize_example(
+            galaxies.at[i, ID], data, label_array[i] if labelled[split] else None))
+        ids, images = written.examples[split]
+        if len(ids) < EXAMPLES_PER_SPLIT:
+            ids.append(galaxies.at[i, ID])
+            images.append(_image_from_bytes(data, config))
+    written.files = {s: w.close() for s, w in writers.items()}
+    return written
+
+
+def _write_tables(folder: Path, galaxies: pd.DataFrame, catalog: Catalog, failed: list[tuple[int, str]],
+                  config: ConvertConfig) -> tuple[pd.DataFrame, str | None]:
+    """rejected.csv (catalog rows and unreadable images), galaxies.csv, and the pool's oracle.csv."""
+    bad_images = rejected_rows([galaxies.at[i, ROW] for i, _ in failed], [galaxies.at[i, ID] for i, _ in failed],
+                               [f"unreadable image: {error}" for _, error in failed])
+    rejected = rejected_rows(*(pd.concat([catalog.rejected, bad_images], ignore_index=True)[c]
+                               for c in ("row", "id_str", "reason")))
+    rejected.to_csv(folder / "rejected.csv", index=False)
+    written = galaxies.drop(index=[i for i, _ in failed])
+    _write_index(written, folder / "galaxies.csv")
+    if not (config.labels and (written["split"] == "pool").any()):
+        return rejected, None
+    pool = written[written["split"] == "pool"]
+    pool[[ID, *catalog.schema.label_cols]].to_csv(folder / "oracle.csv", index=False)
+    return rejected, "oracle.csv"
 
 
 def _image_from_bytes(data: bytes, config: ConvertConfig) -> np.ndarray:

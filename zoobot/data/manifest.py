@@ -39,6 +39,18 @@ VERIFIED_MAX_ENTRIES = 20_000  # newest kept; about 200 bytes each
 RECENT_NS = 3_000_000_000
 
 
+def _now() -> str:
+    from datetime import datetime, timezone
+
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def _zoobot_version() -> str:
+    import zoobot
+
+    return zoobot.__version__
+
+
 class ManifestError(ValueError):
     """A shard folder that is not a finished, intact conversion."""
 
@@ -58,6 +70,12 @@ class Split:
     count: int
     files: tuple[ShardFile, ...]
 
+    @classmethod
+    def of_files(cls, name: str, labelled: bool, files) -> Split:
+        """A split of the shard files a ShardWriter wrote, counted."""
+        files = tuple(files)
+        return cls(name, labelled, sum(f.count for f in files), files)
+
 
 @dataclass(frozen=True)
 class Manifest:
@@ -68,8 +86,8 @@ class Manifest:
     catalog: dict  # path, sha256, rows, rejected
     config: dict  # the conversion's resolved config
     oracle: str | None = None  # labels of the pool, relative path (CSV: id_str + label columns)
-    created: str = ""
-    zoobot_version: str = ""
+    created: str = field(default_factory=_now)
+    zoobot_version: str = field(default_factory=_zoobot_version)
     format_version: int = FORMAT_VERSION
     root: Path | None = field(default=None, compare=False)  # folder it was read from; not serialised
 

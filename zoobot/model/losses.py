@@ -1,6 +1,6 @@
 """Likelihoods of volunteer votes given a model's output, and the metrics logged while training.
 
-Two outputs (see zoobot/predictions.py for what they mean):
+Two outputs (see zoobot/core/predictions.py for what they mean):
 
 - "dirichlet": concentrations alpha > 0 for every answer of the schema. The votes on each question
   are Dirichlet-multinomial(N, alpha of its answers); questions are independent given alpha, so the

@@ -22,6 +22,7 @@ import keras
 import numpy as np
 
 from zoobot.model.losses import OUTPUTS, resolve_question
+from zoobot.core.model_meta import ModelMeta
 from zoobot.core.schema import Schema
 
 ARCHITECTURES = ("vgg", "efficientnetb0")
@@ -352,15 +353,15 @@ BUNDLE_KERAS = "model.keras"
 BUNDLE_META = "zoobot.json"  # what the outputs mean: schema, output kind, question, image shape
 
 
-def save_bundle(model: keras.Model, folder, meta: dict):
-    """A model folder: the Keras file and the metadata needed to interpret its outputs."""
+def save_bundle(model: keras.Model, folder, meta: ModelMeta):
+    """A model folder: the Keras file and what its outputs mean (zoobot.json)."""
     import json
     from pathlib import Path
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     model.save(folder / BUNDLE_KERAS)
-    (folder / BUNDLE_META).write_text(json.dumps(meta, indent=1))
+    (folder / BUNDLE_META).write_text(json.dumps(meta.to_dict(), indent=1))
     return folder
 
 
@@ -369,7 +370,7 @@ def load_keras_model(path) -> keras.Model:
     return keras.models.load_model(path, custom_objects=custom_objects(), compile=False)
 
 
-def load_bundle(keras_path) -> tuple[keras.Model, dict]:
+def load_bundle(keras_path) -> tuple[keras.Model, ModelMeta]:
     """(model, meta) from a bundle's model.keras (its zoobot.json beside it)."""
     import json
     from pathlib import Path
@@ -380,7 +381,7 @@ def load_bundle(keras_path) -> tuple[keras.Model, dict]:
         raise FileNotFoundError(
             f"'{keras_path}' has no {BUNDLE_META} beside it saying what the outputs mean; load a model saved by "
             "`zoobot train` (zoobot.model.network.save_bundle).")
-    return load_keras_model(keras_path), json.loads(meta_path.read_text())
+    return load_keras_model(keras_path), ModelMeta.from_dict(json.loads(meta_path.read_text()))
 
 
 def deterministic_head_predict(head: keras.Model, features) -> np.ndarray:

@@ -24,8 +24,8 @@ import numpy as np
 import pandas as pd
 
 from zoobot.core import staging
+from zoobot.core.model_meta import ModelMeta
 from zoobot.core.predictions import Predictions
-from zoobot.core.schema import Schema
 
 FORMATS = ("parquet", "hdf5")
 RECORD = "predictions.json"  # written last: what the prediction wrote (zoobot.core.staging)
@@ -136,7 +136,7 @@ def summarise(predictions: Predictions, interval: float) -> pd.DataFrame:
 class SamplesWriter:
     """Appends (ids, samples) batches to a Parquet or HDF5 file, with the metadata to read it back."""
 
-    def __init__(self, path: Path, fmt: str, meta: dict, n_outputs: int, n_samples: int):
+    def __init__(self, path: Path, fmt: str, meta: ModelMeta, n_outputs: int, n_samples: int):
         self.path, self.fmt, self.meta = path, fmt, meta
         self.shape = (n_outputs, n_samples)
         self.count = 0
@@ -151,7 +151,7 @@ class SamplesWriter:
             flat = pa.FixedSizeListArray.from_arrays(pa.array(samples.reshape(-1)), int(np.prod(self.shape)))
             table = pa.table({"id_str": pa.array(ids.astype(str)), "samples": flat})
             if self._writer is None:
-                schema = table.schema.with_metadata({"zoobot": json.dumps({**self.meta, "shape": self.shape})})
+                schema = table.schema.with_metadata({"zoobot": json.dumps({**self.meta.to_dict(), "shape": self.shape})})
                 self._writer = pq.ParquetWriter(self.path, schema)
             self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
         else:
@@ -159,7 +159,7 @@ class SamplesWriter:
 
             if self._writer is None:
                 self._writer = h5py.File(self.path, "w")
-                self._writer.attrs["zoobot"] = json.dumps(self.meta)
+                self._writer.attrs["zoobot"] = json.dumps(self.meta.to_dict())
                 self._writer.create_dataset("id_str", shape=(0,), maxshape=(None,), dtype=h5py.string_dtype())
                 self._writer.create_dataset("samples", shape=(0, *self.shape), maxshape=(None, *self.shape),
                                             dtype="float32", chunks=(256, *self.shape))
@@ -192,13 +192,13 @@ def read_predictions(path: str | Path) -> Predictions:
             meta = json.loads(f.attrs["zoobot"])
             ids = np.asarray([v.decode() if isinstance(v, bytes) else v for v in f["id_str"][:]])
             samples = f["samples"][:]
-    return Predictions(ids, samples, meta["output"], Schema.from_dict(meta["schema"]), meta.get("question"))
+    return ModelMeta.from_dict(meta).predictions(ids, samples)
 
 
 # -- the step ----------------------------------------------------------------------------------------
 
 
-def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: bool = False) -> PredictResult:
+def predict(config: PredictConfig, model, meta: ModelMeta, manifest=None, progress: bool = False) -> PredictResult:
     """Stream MC-dropout samples of `model` (a loaded Keras model with its bundle `meta`) to disk."""
     from zoobot.model.network import mc_predict, reseed, split_trunk_head
 
@@ -207,7 +207,6 @@ def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: b
     owned = staging.owned_files(output_dir, RECORD, lambda record: record["files"])
     staging.check_output_folder(output_dir, RECORD, owned, config.overwrite, "predict", beside_others=True)
     staging.refuse_unowned(output_dir, names, owned, "predict")
-    schema = Schema.from_dict(meta["schema"])
     image_shape = tuple(model.input_shape[1:])
     if manifest is not None:
         splits = [config.split] if config.split else list(manifest.splits)
@@ -231,7 +230,7 @@ def predict(config: PredictConfig, model, meta: dict, manifest=None, progress: b
                     samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
                                          batch_size=config.batch_size)
                 writer.write(ids, samples)
-                summary = summarise(Predictions(ids, samples, meta["output"], schema, meta.get("question")),
+                summary = summarise(meta.predictions(ids, samples),
                                     config.interval)
                 summary.to_csv(folder / names[1], mode="w" if index == 0 else "a", header=index == 0, index=False)
                 if progress:
@@ -257,7 +256,7 @@ def augmented_samples(model, images: np.ndarray, n_samples: int, seed: tuple[int
                      for t in range(n_samples)], axis=-1)
 
 
-def predict_split(model, meta: dict, manifest, split: str, n_samples: int, batch_size: int = 256,
+def predict_split(model, meta: ModelMeta, manifest, split: str, n_samples: int, batch_size: int = 256,
                   keep_images: int = 12) -> tuple[Predictions, Predictions, np.ndarray, np.ndarray]:
     """For one labelled split, in memory (for evaluation): MC-dropout predictions, the single
     deterministic pass (dropout off: the non-Bayesian baseline), vote counts, and the first
@@ -279,8 +278,6 @@ def predict_split(model, meta: dict, manifest, split: str, n_samples: int, batch
         counts.append(batch[FEATURE_LABELS])
         if sum(len(i) for i in images) < keep_images:
             images.append(batch["image"][:keep_images].astype(np.uint8))
-    schema, kind, question = Schema.from_dict(meta["schema"]), meta["output"], meta.get("question")
     ids = np.array(ids)
-    return (Predictions(ids, np.concatenate(samples), kind, schema, question),
-            Predictions(ids, np.concatenate(single), kind, schema, question),
+    return (meta.predictions(ids, np.concatenate(samples)), meta.predictions(ids, np.concatenate(single)),
             np.concatenate(counts), np.concatenate(images)[:keep_images])

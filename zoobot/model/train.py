@@ -1,9 +1,8 @@
 """Training a Zoobot model on shards, resumable from its last epoch.
 
-Read top to bottom: the strategy, the data, the model, the checkpoint, then fit. The checkpoint
-folder holds the last epoch's weights and optimizer state, the best weights, the epoch history and
-the early-stopping counters, each replaced atomically at the end of every epoch; a process killed at
-any moment restarts from the last finished epoch with nothing lost or repeated.
+Read top to bottom: the strategy, the data, the model, then fit, one epoch at a time, saving the
+checkpoint (`zoobot.model.checkpoint`) after each; a process killed at any moment restarts from the
+last finished epoch with nothing lost or repeated.
 
 No MLflow here: the caller passes Keras callbacks (the tracking one among them) and a `meta` dict
 that the checkpoint keeps (the MLflow run id, so a restart logs into the same run).
@@ -11,23 +10,20 @@ that the checkpoint keeps (the MLflow run id, so a restart logs into the same ru
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import shutil
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import keras
-import numpy as np
 import tensorflow as tf
 
 from zoobot.data import augment
-from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
 from zoobot.data.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
-from zoobot.model.network import ModelConfig, build_model, reseed
 from zoobot.data.shards import make_dataset
+from zoobot.model.checkpoint import Checkpoint, CheckpointCallback
+from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
+from zoobot.model.network import ModelConfig, build_model, reseed
 
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
 
@@ -187,116 +183,6 @@ def model_image_shape(manifest: Manifest, config: TrainConfig) -> tuple[int, int
     return height, width, 1 if config.greyscale else channels
 
 
-# -- checkpoint --------------------------------------------------------------------------------------
-
-
-def checkpoint_key(manifest_digest: str, train: TrainConfig, model: ModelConfig) -> str:
-    """Identifies one training job: same shards and settings -> same key -> resume."""
-    settings = {k: v for k, v in asdict(train).items()
-                if k not in ("checkpoint_dir", "registered_model_name", "champion_alias", "shards")}
-    payload = json.dumps({"data": manifest_digest, "train": settings, "model": asdict(model)}, sort_keys=True)
-    return hashlib.sha256(payload.encode()).hexdigest()[:16]
-
-
-class Checkpoint:
-    """The checkpoint folder: state.json (epoch, history, early stopping, meta) and weight files
-    (last.weights.h5 with the optimizer state, best.weights.h5)."""
-
-    def __init__(self, folder: Path):
-        self.folder = Path(folder)
-        self.folder.mkdir(parents=True, exist_ok=True)
-        path = self.folder / "state.json"
-        self.state = json.loads(path.read_text()) if path.is_file() else self.fresh_state()
-
-    @staticmethod
-    def fresh_state() -> dict:
-        return {"epoch": 0, "history": {}, "best_val_loss": None, "best_epoch": 0, "wait": 0,
-                "finished": False, "meta": {}}
-
-    def forget(self) -> None:
-        """Start from epoch 0 without touching the folder (a non-chief worker's view of a reset)."""
-        self.state = self.fresh_state()
-
-    @property
-    def epoch(self) -> int:
-        return int(self.state["epoch"])
-
-    @property
-    def meta(self) -> dict:
-        return self.state["meta"]
-
-    def reset(self) -> None:
-        shutil.rmtree(self.folder)
-        self.__init__(self.folder)
-
-    def save_state(self) -> None:
-        _atomic_write(self.folder / "state.json", json.dumps(self.state, indent=1).encode())
-
-    def save_model(self, model: keras.Model, name: str) -> None:
-        tmp = self.folder / f"{name}.tmp.weights.h5"
-        model.save_weights(tmp)
-        os.replace(tmp, self.folder / f"{name}.weights.h5")
-
-    def restore(self, model: keras.Model) -> None:
-        """The last epoch's weights and, since the weights file carries them, the optimizer's moments."""
-        model.optimizer.build(model.trainable_variables)  # so the saved optimizer variables have a home
-        model.load_weights(self.folder / "last.weights.h5")
-
-
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
-
-class CheckpointCallback(keras.callbacks.Callback):
-    """Saves the epoch, then decides on early stopping; state.json is written last, so a kill
-    between the weight files and it just repeats the epoch."""
-
-    def __init__(self, checkpoint: Checkpoint, patience: int, write: bool = True):
-        super().__init__()
-        self.checkpoint, self.patience, self.write = checkpoint, patience, write
-
-    def on_epoch_end(self, epoch, logs=None):
-        state = self.checkpoint.state
-        logs = {k: float(v) for k, v in (logs or {}).items()}
-        check_finite(logs, epoch + 1)  # before anything is saved: a NaN model is never checkpointed
-        for key, value in logs.items():
-            state["history"].setdefault(key, []).append(value)
-        val_loss = logs.get("val_loss", logs.get("loss"))
-        improved = state["best_val_loss"] is None or val_loss < state["best_val_loss"]
-        if improved:
-            state["best_val_loss"], state["best_epoch"], state["wait"] = val_loss, epoch + 1, 0
-        else:
-            state["wait"] += 1
-        state["epoch"] = epoch + 1
-        if self.write:
-            if improved:
-                self.checkpoint.save_model(self.model, "best")
-            self.checkpoint.save_model(self.model, "last")
-            self.checkpoint.save_state()
-        if state["wait"] >= self.patience:
-            self.model.stop_training = True
-
-
-class TrainingDiverged(ValueError):
-    """The loss became NaN or infinite; the message names the epoch and the likely causes."""
-
-
-def check_finite(logs: dict[str, float], epoch: int) -> None:
-    bad = {k: v for k, v in logs.items() if k in ("loss", "val_loss") and not np.isfinite(v)}
-    if bad:
-        shown = ", ".join(f"{k}={v}" for k, v in bad.items())
-        raise TrainingDiverged(
-            f"Training stopped at epoch {epoch}: the loss is not finite ({shown}); no model was registered. Likely "
-            "causes: vote counts that are wrong (look at the conversion's rejected.csv and the catalog's largest "
-            "counts), or a learning rate too high for this model (try learning_rate 10x lower). The checkpoint "
-            "keeps the last finite epoch.")
-
-
 # -- training ----------------------------------------------------------------------------------------
 
 
@@ -331,18 +217,7 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     schema = manifest.schema_obj
     shape = model_image_shape(manifest, config)
-    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
-    if data is None:
-        replicas = strategy.num_replicas_in_sync
-        val_split = "validation" if manifest.counts.get("validation") else "train"
-        if multi_worker:
-            def data(epoch):
-                return (worker_data(strategy, manifest, "train", config, shape[-1], True, epoch),
-                        worker_data(strategy, manifest, val_split, config, shape[-1], False, 0))
-        else:
-            def data(epoch):
-                return (training_data(manifest, "train", config, shape[-1], True, replicas, epoch),
-                        training_data(manifest, val_split, config, shape[-1], False, replicas))
+    data = data or _shard_data(config, manifest, strategy, shape[-1])
 
     keras.utils.set_random_seed(config.seed)
     with strategy.scope():
@@ -356,22 +231,7 @@ def train(
 
     chief = is_chief(strategy)
     saver = CheckpointCallback(checkpoint, config.patience, write=chief)
-    fit_epoch = _distributed_epoch_runner(model, strategy) if multi_worker else None
-    for epoch in range(resumed_from, config.epochs):
-        if checkpoint.state["wait"] >= config.patience:
-            break  # stopped early before the crash
-        reseed(model, epoch_seed(config.seed, epoch))
-        train_data, val_data = data(epoch)
-        if fit_epoch is None:
-            model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
-                      callbacks=[saver, *callbacks], shuffle=False, verbose=2)  # the tf.data pipeline shuffles
-        else:
-            logs = fit_epoch(train_data, val_data)
-            print(f"Epoch {epoch + 1}/{config.epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
-                  flush=True)
-            for callback in (saver, *callbacks):
-                callback.set_model(model)
-                callback.on_epoch_end(epoch, logs)
+    _fit_epochs(model, strategy, data, config, checkpoint, [saver, *callbacks])
     state = checkpoint.state
     if (checkpoint.folder / "best.weights.h5").is_file():
         model.load_weights(checkpoint.folder / "best.weights.h5")
@@ -388,6 +248,43 @@ def train(
         resumed_from_epoch=resumed_from,
         checkpoint=checkpoint.folder,
     )
+
+
+def _shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy, channels: int) -> DataForEpoch:
+    """(train, validation) batches of an epoch from the shards: 'validation', or 'train' without one."""
+    replicas = strategy.num_replicas_in_sync
+    val_split = "validation" if manifest.counts.get("validation") else "train"
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        def data(epoch):
+            return (worker_data(strategy, manifest, "train", config, channels, True, epoch),
+                    worker_data(strategy, manifest, val_split, config, channels, False, 0))
+    else:
+        def data(epoch):
+            return (training_data(manifest, "train", config, channels, True, replicas, epoch),
+                    training_data(manifest, val_split, config, channels, False, replicas))
+    return data
+
+
+def _fit_epochs(model: keras.Model, strategy: tf.distribute.Strategy, data: DataForEpoch, config: TrainConfig,
+                checkpoint: Checkpoint, callbacks: list[keras.callbacks.Callback]) -> None:
+    """From the checkpoint's epoch to the last, or until early stopping; each epoch seeded afresh."""
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    fit_epoch = _distributed_epoch_runner(model, strategy) if multi_worker else None
+    for epoch in range(checkpoint.epoch, config.epochs):
+        if checkpoint.state["wait"] >= config.patience:
+            break  # stopped early before the crash
+        reseed(model, epoch_seed(config.seed, epoch))
+        train_data, val_data = data(epoch)
+        if fit_epoch is None:
+            model.fit(train_data, validation_data=val_data, epochs=epoch + 1, initial_epoch=epoch,
+                      callbacks=callbacks, shuffle=False, verbose=2)  # the tf.data pipeline shuffles
+            continue
+        logs = fit_epoch(train_data, val_data)
+        print(f"Epoch {epoch + 1}/{config.epochs} - " + " - ".join(f"{k}: {v:.4f}" for k, v in logs.items()),
+              flush=True)
+        for callback in callbacks:
+            callback.set_model(model)
+            callback.on_epoch_end(epoch, logs)
 
 
 def _distributed_epoch_runner(model: keras.Model, strategy: tf.distribute.Strategy):
@@ -418,7 +315,3 @@ def _distributed_epoch_runner(model: keras.Model, strategy: tf.distribute.Strate
         return logs
 
     return run_epoch
-
-
-def default_checkpoint_dir(key: str) -> Path:
-    return Path("data") / "checkpoints" / key

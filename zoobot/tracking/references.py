@@ -16,6 +16,8 @@ from pathlib import Path
 
 import requests
 
+from zoobot.core import tags as tag_names
+
 HEALTH_ENDPOINT = "/health"  # answered by `mlflow server`, without a login even under basic auth
 RETRY_DELAY = 1.0  # seconds before the one retry: time for a server that is just starting
 SHOWN_NAMES = 8  # registered models, versions or artifacts listed in a message
@@ -71,8 +73,11 @@ def check_tracking_server(uri: str | None = None, timeout: float = 5.0, retries:
 
 def _tls_options() -> dict:
     """The TLS settings MLflow's own client would use for this server."""
-    from mlflow.environment_variables import (MLFLOW_TRACKING_CLIENT_CERT_PATH, MLFLOW_TRACKING_INSECURE_TLS,
-                                              MLFLOW_TRACKING_SERVER_CERT_PATH)
+    from mlflow.environment_variables import (
+        MLFLOW_TRACKING_CLIENT_CERT_PATH,
+        MLFLOW_TRACKING_INSECURE_TLS,
+        MLFLOW_TRACKING_SERVER_CERT_PATH,
+    )
 
     verify = False if MLFLOW_TRACKING_INSECURE_TLS.get() else (MLFLOW_TRACKING_SERVER_CERT_PATH.get() or True)
     return {"verify": verify, "cert": MLFLOW_TRACKING_CLIENT_CERT_PATH.get()}
@@ -252,7 +257,7 @@ def _check_runs_uri(reference: str) -> None:
     elif status in ("RUNNING", "SCHEDULED"):
         why = f"run {run_id} is still {status} and has logged no model yet"
     else:
-        step = run.data.tags.get("step")
+        step = run.data.tags.get(tag_names.STEP)
         what = ", ".join(sorted({m.name for m in models})) or "none"
         why = (f"run {run_id}{f' (a {step} run)' if step else ''} logged no model named '{inner}' "
                f"(its logged models: {what})")

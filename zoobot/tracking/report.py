@@ -15,6 +15,8 @@ from datetime import datetime, timezone
 
 import pandas as pd
 
+from zoobot.core import tags as tag_names
+
 # What a reader wants to see first for each step; any other metric of the step follows if room.
 KEY_METRICS = {
     "main": ("test_rmse", "test_coverage_error_w5", "test_coverage_error_w10", "label_saving"),
@@ -69,7 +71,7 @@ def build_report(runs: pd.DataFrame, experiment: str, experiment_id: str, tracki
 
     if runs.empty:
         return "\n".join(lines + ["No runs yet."]) + "\n"
-    steps = runs.get("tags.step", pd.Series([""] * len(runs), index=runs.index)).fillna("")
+    steps = runs.get(f"tags.{tag_names.STEP}", pd.Series([""] * len(runs), index=runs.index)).fillna("")
     ordered = [s for s in STEP_ORDER if s in set(steps)] + sorted(set(steps) - set(STEP_ORDER) - {""})
     if (steps == "").any():
         ordered.append("")
@@ -89,8 +91,8 @@ def _table(group: pd.DataFrame, step: str, experiment_id: str, tracking_uri: str
     header = ["run", "date", "status", "commit", *params, *metrics]
     rows = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for _, run in group.iterrows():
-        name = run.get("tags.mlflow.runName") or run["run_id"][:8]
-        commit = run.get("tags.git_commit") or run.get("tags.mlflow.source.git.commit") or ""
+        name = run.get(f"tags.{tag_names.RUN_NAME}") or run["run_id"][:8]
+        commit = run.get(f"tags.{tag_names.GIT_COMMIT}") or run.get("tags.mlflow.source.git.commit") or ""
         cells = [
             _link(run["run_id"], str(name), experiment_id, tracking_uri),
             _date(run.get("start_time")),

@@ -1,6 +1,6 @@
 """Scoring a pool too large for one machine: the registered model as a Spark UDF.
 
-The logged model (zoobot.tracking.mlflow_io.log_model) has one named tensor input, `images` (-1, H, W, C)
+The logged model (zoobot.tracking.registry.log_model) has one named tensor input, `images` (-1, H, W, C)
 float32 with values 0..255, and returns MC-dropout samples (-1, n_outputs, n_samples). MLflow's
 `spark_udf` feeds a tensor input from an array column: each row holds one image flattened in C
 order (H * W * C numbers), and MLflow reshapes a batch of rows into (B, H, W, C) before the
@@ -23,8 +23,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from zoobot.core.model_meta import ModelMeta
 from zoobot.core.predictions import Predictions
-from zoobot.core.schema import Schema
 
 SAMPLES_TYPE = "array<array<float>>"  # per galaxy: n_outputs arrays of n_samples
 IMAGE_TYPE = "array<float>"  # per galaxy: H * W * C pixel values 0..255, C order
@@ -96,9 +96,9 @@ def collect_predictions(scored_df, model_uri: str, id_col: str = "id_str") -> Pr
     import mlflow
 
     rows = scored_df.select(id_col, "samples").collect()
-    meta = mlflow.models.get_model_info(model_uri).metadata or {}
-    if "schema" not in meta or "output" not in meta:
+    metadata = mlflow.models.get_model_info(model_uri).metadata or {}
+    if "schema" not in metadata or "output" not in metadata:
         raise ValueError(f"Model '{model_uri}' has no zoobot metadata (schema, output); log it with "
-                         "zoobot.tracking.mlflow_io.log_model.")
-    return Predictions(np.array([row[id_col] for row in rows]), samples_array([row["samples"] for row in rows]),
-                       meta["output"], Schema.from_dict(meta["schema"]), meta.get("question"))
+                         "zoobot.tracking.registry.log_model.")
+    meta = ModelMeta.from_dict(metadata)
+    return meta.predictions(np.array([row[id_col] for row in rows]), samples_array([row["samples"] for row in rows]))

@@ -1,7 +1,8 @@
 """The `main` pipeline: which steps run, with which parameters, in which order.
 
-Plain data and functions; entrypoints/main.py runs the plan as child MLflow runs, handing each
-step the artifact URI of the step before it, as MLflow's multistep example does:
+Plain data and functions: `run_pipeline` decides which steps run and hands each the artifact URI of
+the step before it, as MLflow's multistep example does; entrypoints/main.py gives it the function
+that runs (or reuses) one step as a child MLflow run:
 
     simulate -> convert -> train -> evaluate
                        \\-> active_learning (BALD against random, from the same labelled start)
@@ -15,8 +16,11 @@ after it runs again too.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from zoobot.core import tags as tag_names
 
 STEPS = ("simulate", "convert", "train", "evaluate", "active_learning")
 
@@ -137,5 +141,37 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
 
 def matches(step: Step, params: dict[str, str], tags: dict[str, str], code_version: str) -> bool:
     """Whether a finished run (its params and tags) did this step with this code."""
-    return (tags.get("step") == step.entry_point and tags.get("code_version") == code_version
+    return (tags.get(tag_names.STEP) == step.entry_point and tags.get(tag_names.CODE_VERSION) == code_version
             and all(params.get(k) == v for k, v in step.identity.items()))
+
+
+def needed_steps(config: PipelineConfig) -> set[str]:
+    """The chosen steps and those they need (run when chosen, else reused from a finished run)."""
+    wanted = set(config.step_list)
+    if "evaluate" in wanted:
+        wanted.add("train")
+    if wanted & {"train", "active_learning"}:
+        wanted.add("convert")
+    return wanted
+
+
+def run_pipeline(config: PipelineConfig, run_step: Callable[[Step], object]) -> dict[str, object]:
+    """Every needed step in order, each fed the previous step's output URI; `run_step` runs or reuses
+    one step and returns its finished run (an mlflow Run: `.info.run_id`, `.data.tags`)."""
+    wanted, runs = needed_steps(config), {}
+    catalog_uri = config.catalog
+    if not config.catalog:
+        runs["simulate"] = run_step(simulate_step(config))
+        catalog_uri = f"runs:/{runs['simulate'].info.run_id}/survey/catalog.csv"
+    if "convert" in wanted:
+        runs["convert"] = run_step(convert_step(config, catalog_uri))
+        shards_uri = f"runs:/{runs['convert'].info.run_id}/shards"
+    if "train" in wanted:
+        runs["train"] = run_step(train_step(config, shards_uri))
+    if "evaluate" in wanted:
+        train_run = runs["train"]
+        model_uri = train_run.data.tags.get(tag_names.MODEL_URI) or f"runs:/{train_run.info.run_id}/model"
+        runs["evaluate"] = run_step(evaluate_step(config, model_uri, shards_uri))
+    if "active_learning" in wanted:
+        runs["active_learning"] = run_step(active_learning_step(config, shards_uri))
+    return runs

@@ -1,8 +1,10 @@
-"""The TensorFlow side of active learning: the labelled set as a tf.data pipeline, training an
-iteration's model, scoring the pool in chunks, and evaluating on the fixed test split.
+"""One real active-learning iteration: the labelled set as a tf.data pipeline, training the
+iteration's model, scoring the pool in chunks, evaluating on the fixed test split, and the MLflow run
+that records it.
 
-`real_steps` assembles these into the `Steps` the loop in zoobot.active.loop runs; the MLflow
-side (registering each iteration's model) is passed in as `log_model`.
+`real_steps` assembles these into the `Steps` that the framework-free loop (`zoobot.active.loop`)
+runs; `run_logged_iteration` runs the next unfinished iteration of a campaign as an MLflow run,
+registering its model through the `on_trained` hook.
 """
 
 from __future__ import annotations
@@ -19,12 +21,20 @@ import pandas as pd
 import tensorflow as tf
 
 from zoobot.active.loop import ALConfig, Steps, default_model_name, iteration_dir
-from zoobot.data.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
-from zoobot.model.network import ModelConfig, mc_predict, reseed, save_bundle, split_trunk_head
 from zoobot.active.oracle import SimulatedOracle, export_subjects, read_vote_table
 from zoobot.active.pool import PoolState
+from zoobot.core import tags as tag_names
+from zoobot.core.model_meta import ModelMeta
 from zoobot.core.predictions import Predictions
+from zoobot.data.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
 from zoobot.data.shards import make_dataset, read_split
+from zoobot.model.network import (
+    ModelConfig,
+    mc_predict,
+    reseed,
+    save_bundle,
+    split_trunk_head,
+)
 from zoobot.model.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train
 
 LABELLED_SPLITS = ("train", "pool")  # where labelled galaxies' records live
@@ -82,7 +92,6 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
     """MC-dropout predictions of the pool galaxies `ids`, a batch at a time, in file order, with
     dropout masks drawn from `seed`: a prediction repeated after a crash gives the same samples."""
     from zoobot.data import augment
-    from zoobot.core.schema import Schema
 
     if not ids:
         return
@@ -91,11 +100,10 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
     dataset = augment.prepare(dataset, model.input_shape[-1], augment=False)
     trunk_head = split_trunk_head(model)
     reseed(model, seed)
-    schema = Schema.from_dict(meta["schema"])
     for batch in dataset.as_numpy_iterator():
         batch_ids = np.array([v.decode("utf-8") for v in batch[FEATURE_ID]])
         samples = mc_predict(model, batch[FEATURE_IMAGE], n_samples, trunk_head=trunk_head, batch_size=batch_size)
-        yield Predictions(batch_ids, samples, meta["output"], schema, meta.get("question"))
+        yield meta.predictions(batch_ids, samples)
 
 
 def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig,
@@ -128,7 +136,8 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
     test_batches = keras_batches(make_dataset(manifest, "test", batch_size=config.batch_size),
                                  manifest.counts["test"], train_config, channels, training=False)
     test = result.model.evaluate(test_batches, return_dict=True, verbose=0)
-    meta = {"schema": manifest.schema, "output": model_config.output, "question": model_config.question or None}
+    meta = ModelMeta(manifest.schema, model_config.output, model_config.question or None,
+                     image_shape=tuple(result.model.input_shape[1:]), val_loss=result.best_val_loss)
     save_bundle(result.model, folder / "model", meta)
     info = {
         "model_dir": str(folder / "model"), "n_labelled": len(ids), "warm_start": warm is not None,
@@ -202,23 +211,27 @@ def run_logged_iteration(config: ALConfig, model_config: ModelConfig, arm: str, 
     state, manifest = open_or_create(config, arm)
     iteration = state.current_iteration()
     runs_file = Path(config.state).with_suffix(".runs.json")
-    tags = {"arm": arm, "iteration": str(iteration), "acquisition": config.acquisition,
-            tracking.TAG_SCHEMA: manifest.schema["name"], "architecture": model_config.architecture}
+    tags = {tag_names.ARM: arm, tag_names.ITERATION: str(iteration), tag_names.ACQUISITION: config.acquisition,
+            tag_names.SCHEMA: manifest.schema["name"], tag_names.ARCHITECTURE: model_config.architecture}
 
     def register(i, info, result):
         return tracking.register_iteration_model(result.model, manifest, model_config,
                                                  config.registered_model_name, info["best_val_loss"])
 
     params = {**{k: v for k, v in vars(config).items()}, **vars(model_config)}
-    finish_interrupted_runs(runs_file, state, manifest, nested)
-    with tracking.iteration_run(runs_file, iteration_key(arm, iteration), params, tags, nested):
-        steps = real_steps(state, manifest, config, model_config, on_trained=register,
-                           callbacks=[tracking.metrics_logger()])
-        outcome = run_iteration(state, steps, config)
-        fault_point("iteration-logging")
-        tracking.log_iteration(outcome, state, manifest)
-    state.check_invariants()
-    return outcome, state
+    try:
+        finish_interrupted_runs(runs_file, state, manifest, nested)
+        with tracking.iteration_run(runs_file, iteration_key(arm, iteration), params, tags, nested):
+            steps = real_steps(state, manifest, config, model_config, on_trained=register,
+                               callbacks=[tracking.metrics_logger()])
+            outcome = run_iteration(state, steps, config)
+            fault_point("iteration-logging")
+            tracking.log_iteration(outcome, state, manifest)
+        state.check_invariants()
+    except BaseException:
+        state.close()
+        raise
+    return outcome, state  # the caller closes the state
 
 
 def iteration_key(arm: str, iteration: int) -> str:

@@ -1,0 +1,61 @@
+"""The workflows' own logic, fast: which steps the `main` pipeline runs and what each is fed (with a
+fake step runner), and the one description of what a model's outputs mean."""
+
+import json
+from types import SimpleNamespace
+
+import pytest
+
+from zoobot.core.model_meta import ModelMeta
+from zoobot.core.schema import GZ_DECALS
+from zoobot.workflows.pipeline import PipelineConfig, needed_steps, run_pipeline
+
+
+def fake_runner(log):
+    def run_step(step):
+        log.append(step)
+        tags = {"model_uri": "models:/m-123"} if step.entry_point == "train" else {}
+        return SimpleNamespace(info=SimpleNamespace(run_id=f"{step.entry_point}-run"), data=SimpleNamespace(tags=tags))
+
+    return run_step
+
+
+def test_the_whole_pipeline_feeds_each_step_the_output_uri_of_the_one_before():
+    log = []
+    runs = run_pipeline(PipelineConfig(), fake_runner(log))
+    assert [s.entry_point for s in log] == ["simulate", "convert", "train", "evaluate", "active_learning"]
+    assert list(runs) == ["simulate", "convert", "train", "evaluate", "active_learning"]
+    by_name = {s.entry_point: s.parameters for s in log}
+    assert by_name["convert"]["catalog"] == "runs:/simulate-run/survey/catalog.csv"
+    assert by_name["train"]["shards"] == by_name["evaluate"]["shards"] == "runs:/convert-run/shards"
+    assert by_name["evaluate"]["model"] == "models:/m-123"  # the logged model, not a guess at its path
+    assert by_name["active_learning"]["shards"] == "runs:/convert-run/shards"
+
+
+def test_a_chosen_step_brings_what_it_needs_and_a_users_catalog_skips_the_simulation():
+    assert needed_steps(PipelineConfig(steps="evaluate")) == {"evaluate", "train", "convert"}
+    assert needed_steps(PipelineConfig(steps="active_learning")) == {"active_learning", "convert"}
+    log = []
+    run_pipeline(PipelineConfig(steps="train", catalog="my.csv"), fake_runner(log))
+    assert [s.entry_point for s in log] == ["convert", "train"]
+    assert log[0].parameters["catalog"] == "my.csv"
+
+
+def test_a_model_without_a_logged_uri_is_evaluated_from_its_run():
+    def run_step(step):
+        return SimpleNamespace(info=SimpleNamespace(run_id=f"{step.entry_point}-run"), data=SimpleNamespace(tags={}))
+
+    log = []
+    run_pipeline(PipelineConfig(steps="evaluate"), lambda step: (log.append(step), run_step(step))[1])
+    assert log[-1].parameters["model"] == "runs:/train-run/model"
+
+
+def test_model_meta_round_trips_and_reads_older_bundles():
+    meta = ModelMeta(GZ_DECALS.to_dict(), "binomial", "bar", image_shape=(64, 64, 3), val_loss=0.5)
+    assert ModelMeta.from_dict(json.loads(json.dumps(meta.to_dict()))) == meta
+    older = ModelMeta.from_dict({"schema": GZ_DECALS.to_dict(), "output": "dirichlet", "question": None})
+    assert older.image_shape is None and older.schema_obj.name == "decals"
+    newer = ModelMeta.from_dict({**meta.to_dict(), "base_model": "models:/x@champion"})
+    assert newer.to_dict()["base_model"] == "models:/x@champion"  # keys a newer Zoobot wrote are kept
+    with pytest.raises(ValueError, match="one of"):
+        ModelMeta(GZ_DECALS.to_dict(), "softmax")

@@ -1,0 +1,120 @@
+"""What a benchmark run measures at: the user's settings (BenchmarkConfig, the CLI's options) and
+the sizes they resolve to (Sizes), from the mode's preset and the settings' overrides."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+QUESTION = "smooth-or-featured"  # the question of the science figures 8 and 9
+MEMORY_SCALE = 4  # the large pool is this many times the small one (10,000 -> 40,000 in full mode)
+OVERRIDABLE = ("repeats", "image_size", "n_images", "convert_galaxies", "memory_pool", "science_galaxies")
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    quick: bool = field(default=False, metadata={
+        "help": "Quick mode: speed and memory figures only, at smaller sizes (under 10 minutes on 2 cores). "
+                "Science figures 7-9 are reported as null."})
+    tiny: bool = field(default=False, metadata={
+        "help": "The smallest sizes, to check that the harness runs (about a minute); the values mean little."})
+    science: bool = field(default=False, metadata={
+        "help": "Also measure the science figures 7-9 in quick/tiny mode, at that mode's sizes (flagged)."})
+    repeats: int = field(default=0, metadata={
+        "help": "Repetitions per figure (0 = mode default: full 5, quick 3, tiny 1)."})
+    output: str = field(default="data/benchmark.json", metadata={
+        "help": "Where to write the JSON report (also logged as benchmark.json in the run)."})
+    image_size: int = field(default=0, metadata={
+        "help": "Image size of the speed figures 1-3 (0 = mode default: full 64, quick 32, tiny 16)."})
+    n_images: int = field(default=0, metadata={
+        "help": "Galaxies predicted and trained on in figures 1-3 (0 = mode default: full 2048, quick 1024, tiny 64)."})
+    n_samples: int = field(default=30, metadata={"help": "MC-dropout samples T of figures 1, 5 and 6."})
+    convert_galaxies: int = field(default=0, metadata={
+        "help": "Images converted in figure 4 (0 = mode default: full 2000, quick 600, tiny 48)."})
+    memory_pool: int = field(default=0, metadata={
+        "help": f"Smaller pool of figure 5; the larger is {MEMORY_SCALE}x (0 = mode default: full 10000, "
+                "quick 2500, tiny 200)."})
+    science_galaxies: int = field(default=0, metadata={
+        "help": "Simulated galaxies of figures 7-9 (0 = mode default: full 3000, quick 600, tiny 120)."})
+    seed: int = field(default=0, metadata={"help": "Seed of the simulated surveys, models and splits."})
+    work_dir: str = field(default="", metadata={
+        "help": "Folder for the benchmark's data (default: a temporary folder, removed afterwards)."})
+
+    def __post_init__(self):
+        problems = []
+        for name in OVERRIDABLE:
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                problems.append(f"{name} must be a whole number >= 0 (0 = the mode's default), got {value!r}")
+        if self.image_size and self.image_size < 16:
+            problems.append(f"image_size must be >= 16 (the simulator's smallest), got {self.image_size}")
+        if self.n_samples < 2:
+            problems.append(f"n_samples must be >= 2, got {self.n_samples}")
+        if self.n_images and self.n_images < 32:
+            problems.append(f"n_images must be >= 32 (enough for a train, validation and test split), got "
+                            f"{self.n_images}")
+        if self.convert_galaxies and self.convert_galaxies < 32:
+            problems.append(f"convert_galaxies must be >= 32 (fewer are converted without worker processes), "
+                            f"got {self.convert_galaxies}")
+        if not str(self.output).strip():
+            problems.append("output must be a file path for the JSON report")
+        if problems:
+            raise ValueError("Invalid benchmark settings: " + "; ".join(problems) + ".")
+
+    @property
+    def mode(self) -> str:
+        return "tiny" if self.tiny else "quick" if self.quick else "full"
+
+
+@dataclass(frozen=True)
+class Sizes:
+    """Everything a run measures at, resolved from the mode and the config's overrides."""
+    mode: str
+    repeats: int
+    image_size: int  # figures 1-3
+    n_images: int
+    naive_images: int  # the T-full-passes reference runs on the first this-many of them
+    n_samples: int
+    filters: str  # model of figures 1-3
+    dense_units: int
+    train_epochs: int  # per training run of figures 2-3
+    batch_size: int
+    convert_galaxies: int
+    convert_source_size: int  # the PNGs being converted are this large (Galaxy Zoo shows 424x424)
+    memory_pool: int
+    memory_image_size: int
+    science: bool
+    science_galaxies: int
+    science_image_size: int
+    science_epochs: int
+    al_initial: int
+    al_acquire: int
+    al_iterations: int
+    al_epochs: int
+    al_samples: int
+    warm_up: bool = True  # one untimed run of each path first (tiny mode skips it: its values mean little)
+
+
+PRESETS = {
+    "full": Sizes("full", repeats=5, image_size=64, n_images=2048, naive_images=512, n_samples=30,
+                  filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=2000,
+                  convert_source_size=424, memory_pool=10_000, memory_image_size=16, science=True,
+                  science_galaxies=3000, science_image_size=64, science_epochs=15, al_initial=256, al_acquire=128,
+                  al_iterations=5, al_epochs=10, al_samples=15),
+    "quick": Sizes("quick", repeats=3, image_size=32, n_images=1024, naive_images=256, n_samples=30,
+                   filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=600,
+                   convert_source_size=424, memory_pool=2500, memory_image_size=16, science=False,
+                   science_galaxies=600, science_image_size=32, science_epochs=4, al_initial=64, al_acquire=32,
+                   al_iterations=3, al_epochs=3, al_samples=10),
+    "tiny": Sizes("tiny", repeats=1, image_size=16, n_images=64, naive_images=32, n_samples=30,
+                  filters="4,8", dense_units=16, train_epochs=1, batch_size=16, convert_galaxies=48,
+                  convert_source_size=64, memory_pool=200, memory_image_size=16, science=False,
+                  science_galaxies=120, science_image_size=32, science_epochs=1, al_initial=24, al_acquire=8,
+                  al_iterations=2, al_epochs=1, al_samples=4, warm_up=False),
+}
+
+
+def resolve_sizes(config: BenchmarkConfig) -> Sizes:
+    sizes = PRESETS[config.mode]
+    overrides = {name: getattr(config, name) for name in OVERRIDABLE if getattr(config, name)}
+    sizes = replace(sizes, **overrides, n_samples=config.n_samples, science=sizes.science or config.science)
+    return replace(sizes, naive_images=min(sizes.naive_images, sizes.n_images))

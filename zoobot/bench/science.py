@@ -1,0 +1,151 @@
+"""The science figures on a simulated survey, whose true vote probabilities are known: label
+efficiency of the real active-learning campaign (7), calibration of the posteriors (8), and how
+close the predicted fractions come to the truth against the volunteers' own (9)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from zoobot.bench import timing
+from zoobot.bench.config import QUESTION, Sizes
+from zoobot.bench.data import simulate
+from zoobot.bench.measurement import Measurement
+from zoobot.bench.scratch import in_own_thread, scratch_experiment
+
+ARMS = "bald,random"
+AL_PATIENCE = 3
+
+
+def science_figures(root: Path, sizes: Sizes, seed: int, say=print) -> list[Measurement]:
+    flag = "" if sizes.mode == "full" else f" Measured at {sizes.mode} sizes: not comparable with the paper."
+    survey = simulate(root / "science_survey", sizes.science_galaxies, sizes.science_image_size, seed + 1)
+    say("  calibration and recovery: training a model on the survey ...")
+    calibration = calibration_figures(root, survey, sizes, seed, flag)
+    say("  label efficiency: BALD and random campaigns ...")
+    shards = active_learning_shards(root, survey, sizes, seed)
+    return [label_efficiency_figure(root, shards, sizes, seed, flag, say), *calibration]
+
+
+# -- 7: label efficiency ------------------------------------------------------------------------------
+
+
+def active_learning_shards(root: Path, survey, sizes: Sizes, seed: int) -> Path:
+    """The survey converted with al_initial labelled galaxies, the rest an unlabelled pool."""
+    from zoobot.data.convert import ConvertConfig, convert
+
+    return Path(convert(ConvertConfig(
+        catalog=str(survey.catalog_path), output_dir=str(root / "al_shards"), image_size=sizes.science_image_size,
+        labelled_size=sizes.al_initial, seed=seed)).manifest.root)
+
+
+def campaign_config(shards: Path, root: Path, sizes: Sizes, seed: int):
+    from zoobot.workflows.campaign import CampaignConfig
+
+    return CampaignConfig(shards=str(shards), work_dir=str(root / "campaign"), arms=ARMS,
+                          iterations=sizes.al_iterations, n_acquire=sizes.al_acquire, n_samples=sizes.al_samples,
+                          epochs=sizes.al_epochs, patience=AL_PATIENCE, seed=seed)
+
+
+def label_efficiency_figure(root: Path, shards: Path, sizes: Sizes, seed: int, flag: str, say=print) -> Measurement:
+    """zoobot.workflows.campaign.run_campaign, as `zoobot active_learning` runs it, with its MLflow
+    runs in a throwaway store."""
+    from zoobot.model.network import ModelConfig
+    from zoobot.workflows.campaign import run_campaign
+
+    config = campaign_config(shards, root, sizes, seed)
+    with scratch_experiment(root / "al_tracking"), timing.quiet():
+        outcome = in_own_thread(run_campaign, config, ModelConfig(), say=lambda text: say(f"    {text}"))
+    return label_efficiency(outcome, sizes, flag)
+
+
+def label_efficiency(outcome, sizes: Sizes, flag: str) -> Measurement:
+    """Labels BALD needs / labels random needs, from a campaign's learning curves and label saving."""
+    saving, curves = outcome.label_saving, outcome.curves
+    value = float(1.0 - saving) if np.isfinite(saving) else None
+    curve_text = "; ".join(f"{arm}: " + ", ".join(f"{int(n)}->{loss:.3f}" for n, loss in
+                                                  zip(c["n_labelled"], c["test_loss"])) for arm, c in curves.items())
+    notes = (f"Paper: 0.40-0.65. zoobot.workflows.campaign.run_campaign, one arm each for {ARMS} from the same "
+             f"{sizes.al_initial} labelled galaxies, {sizes.al_iterations} iterations of {sizes.al_acquire} acquired "
+             f"(T={sizes.al_samples}); test loss by labelled count: {curve_text}."
+             + (f" Not computed: {outcome.reason}." if value is None else "") + flag)
+    return Measurement("label_efficiency", value, None, () if value is None else (value,), notes,
+                       {arm: c.to_dict(orient="list") for arm, c in curves.items()})
+
+
+# -- 8 and 9: calibration and recovery ----------------------------------------------------------------
+
+
+def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
+                        n_bootstrap: int = 100) -> list[Measurement]:
+    from zoobot.core.model_meta import ModelMeta
+    from zoobot.data.convert import ConvertConfig, convert
+    from zoobot.data.manifest import Manifest
+    from zoobot.model.network import ModelConfig
+    from zoobot.model.predict import predict_split
+    from zoobot.model.train import Checkpoint, TrainConfig, train
+
+    manifest = Manifest.read(convert(ConvertConfig(
+        catalog=str(survey.catalog_path), output_dir=str(root / "science_shards"),
+        image_size=sizes.science_image_size, seed=seed)).manifest.root)
+    with timing.quiet():
+        trained = train(TrainConfig(shards=str(manifest.root), epochs=sizes.science_epochs, batch_size=64, patience=4,
+                                    seed=seed), ModelConfig(), manifest, Checkpoint(root / "science_checkpoint"))
+    meta = ModelMeta(manifest.schema, "dirichlet")
+    predictions, _, counts, _ = predict_split(trained.model, meta, manifest, "test", sizes.n_samples)
+    w5, w10 = _coverage_errors(predictions, counts)
+    scores = recovery(predictions, survey.catalog)
+    boot = _bootstrap(predictions, counts, survey.catalog, n_bootstrap, seed)
+    details = {"n_galaxies": sizes.science_galaxies, "n_test": len(predictions.id_str),
+               "epochs_run": trained.epochs_run, "best_val_loss": trained.best_val_loss,
+               "image_size": sizes.science_image_size, **scores}
+    common = (f"vgg dirichlet model trained on {manifest.counts['train']} simulated galaxies, tested on "
+              f"{len(predictions.id_str)}, T={sizes.n_samples}; spread: 5-95% of {n_bootstrap} bootstrap resamples "
+              "of the test set (one training).")
+
+    def measurement(key, value, values, notes):
+        low, high = np.nanpercentile(values, [5, 95])
+        return Measurement(key, float(value), (float(low), float(high)), (float(value),), notes + flag, details)
+
+    return [
+        measurement("coverage_error_w5", w5, boot["w5"], "Paper's bar model: 10.6%. " + common),
+        measurement("coverage_error_w10", w10, boot["w10"], "Paper's bar model: 2.9%. " + common),
+        measurement("recovery_rmse_ratio", scores["rmse_predicted"] / scores["rmse_observed"], boot["rmse"],
+                    f"RMSE of the posterior-mean fractions against the simulator's true probabilities "
+                    f"({scores['rmse_predicted']:.3f}) over that of the volunteers' own vote fractions "
+                    f"({scores['rmse_observed']:.3f}, the noise floor of one galaxy's votes). " + common),
+    ]
+
+
+def _bootstrap(predictions, counts, catalog, n_bootstrap: int, seed: int) -> dict[str, list[float]]:
+    """One trained model: the spread is over resamples of the test galaxies."""
+    rng = np.random.default_rng(seed)
+    boot = {"w5": [], "w10": [], "rmse": []}
+    for _ in range(n_bootstrap):
+        index = rng.integers(0, len(predictions.id_str), len(predictions.id_str))
+        subset = predictions.subset(index)
+        w5, w10 = _coverage_errors(subset, counts[index])
+        scores = recovery(subset, catalog)
+        boot["w5"].append(w5)
+        boot["w10"].append(w10)
+        boot["rmse"].append(scores["rmse_predicted"] / scores["rmse_observed"])
+    return boot
+
+
+def recovery(predictions, catalog) -> dict[str, float]:
+    """RMSE of predicted and of observed smooth-or-featured fractions against the simulator's truth."""
+    truth = catalog.set_index(catalog.columns[0]).loc[predictions.id_str]
+    columns = predictions.answer_columns(QUESTION)
+    true = truth[[f"true_{c}" for c in columns]].to_numpy(float)
+    observed = truth[[f"{c}_fraction" for c in columns]].to_numpy(float)
+    predicted = predictions.mean_fractions(QUESTION)
+    return {"rmse_predicted": float(np.sqrt(np.nanmean((predicted - true) ** 2))),
+            "rmse_observed": float(np.sqrt(np.nanmean((observed - true) ** 2)))}
+
+
+def _coverage_errors(predictions, counts) -> tuple[float, float]:
+    from zoobot.core.coverage import coverage_errors, coverage_table
+
+    errors = coverage_errors(coverage_table(predictions, counts, question=QUESTION))
+    return errors[f"{QUESTION}_coverage_error_w5"], errors[f"{QUESTION}_coverage_error_w10"]

@@ -1,0 +1,89 @@
+"""The `train`, `predict` and `evaluate` commands."""
+
+from __future__ import annotations
+
+import click
+
+from zoobot.cli.options import options_from, split_options, user_errors
+
+
+def train() -> click.Command:
+    from zoobot.model.network import ModelConfig
+    from zoobot.model.train import TrainConfig
+
+    @click.command(name="train", help="Train a Bayesian CNN on shards; resumable, logged, and registered in the MLflow registry.")
+    @options_from(TrainConfig, ModelConfig)
+    @user_errors
+    def train(**options):
+        from zoobot.workflows.training import run_training
+
+        config, model_config = split_options(options, TrainConfig, ModelConfig)
+        outcome = run_training(config, model_config, say=click.echo)
+        if outcome.result is None:
+            click.echo(f"Worker finished its share of the training (chief writes {outcome.checkpoint}).")
+            return
+        result, logged = outcome.result, outcome.logged
+        click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
+                   f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
+                                               f"{logged['registered_version']}" if logged["registered_version"] else "")
+                   + (" (champion)" if logged["champion"] else ""))
+
+    return train
+
+
+def predict() -> click.Command:
+    from zoobot.model.predict import PredictConfig
+
+    @click.command(name="predict", help="MC-dropout predictions for every galaxy of a shard set or an image folder.")
+    @options_from(PredictConfig)
+    @user_errors
+    def predict(**options):
+        from zoobot.tracking.references import resolve_model
+
+        (config,) = split_options(options, PredictConfig)
+        model_path = resolve_model(config.model)  # before TensorFlow loads and a run opens: a bad one fails fast
+
+        from zoobot import tracking
+        from zoobot.data.manifest import Manifest
+        from zoobot.model.network import load_bundle
+        from zoobot.model.predict import predict as run_predict
+
+        with tracking.step_run("predict", config):
+            model, meta = load_bundle(model_path)
+            manifest = Manifest.read(tracking.resolve_local(config.shards, "shards")) if config.shards else None
+            result = run_predict(config, model, meta, manifest, progress=True)
+            tracking.log_prediction(result)
+        click.echo(f"Predicted {result.n_galaxies} galaxies ({result.n_galaxies / result.seconds:.0f}/s): "
+                   f"{result.samples_path}, {result.summary_path}")
+
+    return predict
+
+
+def evaluate() -> click.Command:
+    from zoobot.model.evaluate import EvaluateConfig
+
+    @click.command(name="evaluate", help="Evaluate a model on a labelled split: errors, coverage, calibration, Bayesian gain.")
+    @options_from(EvaluateConfig)
+    @user_errors
+    def evaluate(**options):
+        from zoobot.tracking.references import resolve_model
+
+        (config,) = split_options(options, EvaluateConfig)
+        model_path = resolve_model(config.model)  # before TensorFlow loads and a run opens: a bad one fails fast
+
+        from zoobot import tracking
+        from zoobot.data.manifest import Manifest
+        from zoobot.model.evaluate import evaluate as run_evaluate
+        from zoobot.model.network import load_bundle
+        from zoobot.model.predict import predict_split
+
+        with tracking.step_run("evaluate", config):
+            model, meta = load_bundle(model_path)
+            manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
+            result = run_evaluate(*predict_split(model, meta, manifest, config.split, config.n_samples,
+                                                 config.batch_size))
+            tracking.log_evaluation(result, config.split)
+        shown = {k: round(v, 4) for k, v in result.metrics.items() if "_" not in k or k.startswith("coverage_error")}
+        click.echo(f"{config.split}: {shown}")
+
+    return evaluate

@@ -1,0 +1,109 @@
+"""Logging a trained model as the served pyfunc, registering it, and crowning the best version.
+
+The champion alias moves only to a version with a lower validation loss than the one holding it,
+so `models:/NAME@champion` is always the best model trained so far.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import mlflow
+from mlflow.tracking import MlflowClient
+
+from zoobot.core import tags as tag_names
+from zoobot.core.model_meta import ModelMeta
+from zoobot.tracking.artifacts import MODEL_ARTIFACT
+from zoobot.tracking.pyfunc import INPUT_EXAMPLE_ADVICE, TYPE_HINT_ADVICE, ZoobotPyfunc, without_warnings
+
+# Pinned from this environment: inferring them makes MLflow import every package (~6.5 s a model).
+REQUIREMENTS = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "astropy", "pillow", "scipy", "pyyaml",
+                "mlflow")
+DEFAULT_SAMPLES = 5  # MC samples a call draws when it does not say
+
+
+def log_model(model, manifest, train_config, model_config, val_loss: float) -> dict:
+    """Log the model as a pyfunc that returns MC-dropout samples, register it, maybe crown it."""
+    import tempfile
+
+    import zoobot
+    from zoobot.model.network import save_bundle
+
+    height, width, channels = model.input_shape[1:]
+    meta = ModelMeta(manifest.schema, model_config.output, model_config.question or None,
+                     image_shape=(height, width, channels), val_loss=val_loss)
+    with tempfile.TemporaryDirectory() as tmp, without_warnings(INPUT_EXAMPLE_ADVICE, TYPE_HINT_ADVICE):
+        bundle = save_bundle(model, Path(tmp) / "bundle", meta)
+        info = mlflow.pyfunc.log_model(
+            name=MODEL_ARTIFACT,
+            python_model=ZoobotPyfunc(),
+            artifacts={"bundle": str(bundle)},
+            code_paths=[str(Path(zoobot.__file__).parent)],
+            signature=_signature(model),
+            pip_requirements=_pip_requirements(),
+            metadata=meta.to_dict(),
+            registered_model_name=train_config.registered_model_name or None,
+        )
+    out = {"model_uri": info.model_uri, "registered_version": None, "champion": False}
+    mlflow.set_tag(tag_names.MODEL_URI, info.model_uri)
+    if train_config.registered_model_name:
+        version = str(info.registered_model_version)
+        out["registered_version"] = version
+        out["champion"] = crown_if_better(train_config.registered_model_name, version, val_loss,
+                                          train_config.champion_alias)
+    return out
+
+
+def crown_if_better(name: str, version: str, val_loss: float, alias: str) -> bool:
+    """The first version takes the alias; a later one only when its validation loss is lower."""
+    client = MlflowClient()
+    client.set_model_version_tag(name, version, tag_names.VAL_LOSS, f"{val_loss:.6f}")
+    if not alias:
+        return False
+    try:
+        holder = client.get_model_version_by_alias(name, alias)
+        holder_loss = float(holder.tags.get(tag_names.VAL_LOSS, "inf"))
+    except mlflow.exceptions.MlflowException:
+        holder, holder_loss = None, float("inf")
+    if holder is None or val_loss < holder_loss:
+        client.set_registered_model_alias(name, alias, version)
+        mlflow.set_tag(tag_names.CHAMPION, f"{name}@{alias} = v{version}")
+        return True
+    mlflow.set_tag(tag_names.CHAMPION, f"not crowned: v{holder.version} holds {alias} with val_loss {holder_loss:.4f}")
+    return False
+
+
+def register_iteration_model(model, manifest, model_config, name: str, val_loss: float) -> dict:
+    """Each iteration's model becomes a version of `name` (no alias: the campaign decides)."""
+    logged = log_model(model, manifest, SimpleNamespace(registered_model_name=name, champion_alias=""),
+                       model_config, val_loss)
+    return {"registered_model": name, "registered_version": logged["registered_version"],
+            "model_uri": logged["model_uri"]}
+
+
+def _signature(model):
+    """Images in, MC samples out (sample axis last), and how many samples as a call parameter."""
+    import numpy as np
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
+
+    height, width, channels = model.input_shape[1:]
+    n_outputs = model.output_shape[-1]
+    return ModelSignature(
+        inputs=Schema([TensorSpec(np.dtype("float32"), (-1, height, width, channels), "images")]),
+        outputs=Schema([TensorSpec(np.dtype("float32"), (-1, n_outputs, -1), "samples")]),
+        params=ParamSchema([ParamSpec("n_samples", "long", DEFAULT_SAMPLES)]),
+    )
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import PackageNotFoundError, version
+
+    requirements = []
+    for name in REQUIREMENTS:
+        try:
+            requirements.append(f"{name}=={version(name)}")
+        except PackageNotFoundError:
+            continue
+    return requirements
