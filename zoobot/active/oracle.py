@@ -14,7 +14,6 @@ No TensorFlow, Keras or MLflow here.
 from __future__ import annotations
 
 import hashlib
-import os
 import re
 import shutil
 from collections import Counter
@@ -27,6 +26,7 @@ import pandas as pd
 
 from zoobot.active.pool import IN_POOL, INITIAL, PoolError, PoolState, as_ids
 from zoobot.core.schema import Schema, load_schema
+from zoobot.core.staging import atomic_write_text
 from zoobot.core.votes import validate_votes
 
 ID = "id_str"
@@ -160,9 +160,7 @@ def export_subjects(state_or_frame: PoolState | pd.DataFrame, ids: Sequence[str]
         if column in rows.columns and rows[column].notna().any():
             manifest[column] = rows[column].to_numpy(dtype=float)
     path = out_dir / f"subjects_iteration_{int(iteration)}.csv"
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    manifest.to_csv(tmp, index=False)
-    os.replace(tmp, path)  # a reader never sees half a manifest
+    atomic_write_text(path, manifest.to_csv(index=False))  # a reader never sees half a manifest
     return path
 
 

@@ -27,6 +27,11 @@ MAX_VOTES = 1_000_000  # per answer of one galaxy
 _MISSING_TEXT = {"", "nan", "na", "n/a", "null", "none"}
 
 
+def shown(value) -> str:
+    """A cell as the user wrote it, for messages: numpy scalars repr as np.int64(7), users wrote 7."""
+    return repr(value.item() if isinstance(value, np.generic) else value)
+
+
 def id_text(value) -> str | None:
     """An id cell as stripped text, or None when it is empty."""
     if value is None or (not isinstance(value, str) and pd.isna(value)):

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.core.schema import Schema, load_schema
-from zoobot.core.votes import count_problems, id_problems, id_text, rejected_rows
+from zoobot.core.votes import count_problems, id_problems, id_text, rejected_rows, shown
 
 ID = "id_str"  # normalised id column of every table after the catalog
 IMAGE = "image_path"  # normalised, absolute image path
@@ -197,12 +197,8 @@ def _derive_binary(galaxies: pd.DataFrame, question, reject) -> None:
     raw = galaxies[question.binary_column]
     values = pd.to_numeric(raw.map(lambda v: int(v) if isinstance(v, (bool, np.bool_)) else v), errors="coerce")
     bad = ~values.isin([0, 1])
-    reject(bad, lambda i: f"'{question.binary_column}' must be 0 or 1, found {_show(raw.iloc[i])}")
+    reject(bad, lambda i: f"'{question.binary_column}' must be 0 or 1, found {shown(raw.iloc[i])}")
     yes, no = question.columns
     galaxies[yes] = values.where(~bad)
     galaxies[no] = 1 - values.where(~bad)
 
-
-def _show(value) -> str:
-    # numpy scalars repr as np.int64(7); users wrote 7.
-    return repr(value.item() if isinstance(value, np.generic) else value)

@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from zoobot.core.schema import Schema
+from zoobot.core.staging import atomic_write_text
 
 MANIFEST_NAME = "manifest.json"
 FORMAT_VERSION = 1
@@ -132,9 +133,7 @@ class Manifest:
     def write(self, folder: Path) -> Path:
         """Write atomically: a reader sees the old manifest or the new one, never half of one."""
         target = Path(folder) / MANIFEST_NAME
-        tmp = target.with_suffix(".json.tmp")
-        tmp.write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False))
-        os.replace(tmp, target)
+        atomic_write_text(target, json.dumps(self.to_dict(), indent=2, sort_keys=False))
         return target
 
     @classmethod

@@ -17,6 +17,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from zoobot.core import tags as tag_names
+from zoobot.core.staging import atomic_write_text
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the checkout: zoobot/, entrypoints/, MLproject
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -120,9 +121,7 @@ def iteration_run(runs_file: Path, key: str, config, tags: dict, nested: bool):
     with mlflow.start_run(run_id=runs.get(key), nested=nested, run_name=key if key not in runs else None) as run:
         if key not in runs:
             runs[key] = run.info.run_id
-            tmp = runs_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps(runs, indent=1))
-            os.replace(tmp, runs_file)
+            atomic_write_text(runs_file, json.dumps(runs, indent=1))
         log_new_params(_as_dict(config))
         mlflow.set_tags({tag_names.STEP: "al_iteration", tag_names.RUN_NAME: key, **standard_tags(), **tags})
         yield run

@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import numpy as np
 import pandas as pd
 
+from zoobot.core.votes import shown
 from zoobot.data.catalog import file_sha256, read_table
 from zoobot.data.download.cutout_jobs import CutoutJob, Outcome, run_jobs
 from zoobot.data.download.images_config import (
@@ -157,8 +158,8 @@ def _plan(frame: pd.DataFrame, columns: _Columns, config: DownloadImagesConfig, 
         elif name in first_row:
             set_aside.append((row, name, "", f"duplicate id (first at row {first_row[name]})"))
         elif not (np.isfinite(ra.iloc[i]) and np.isfinite(dec.iloc[i])):
-            set_aside.append((row, name, "", f"no sky position: {columns.ra}={_show(frame[columns.ra].iloc[i])}, "
-                                             f"{columns.dec}={_show(frame[columns.dec].iloc[i])}"))
+            set_aside.append((row, name, "", f"no sky position: {columns.ra}={shown(frame[columns.ra].iloc[i])}, "
+                                             f"{columns.dec}={shown(frame[columns.dec].iloc[i])}"))
         elif not (0 <= ra.iloc[i] < 360 and -90 <= dec.iloc[i] <= 90):
             set_aside.append((row, name, "", f"sky position out of range: ra={ra.iloc[i]:g}, dec={dec.iloc[i]:g} "
                                              "(expected degrees, 0 <= ra < 360, -90 <= dec <= 90)"))
@@ -173,11 +174,6 @@ def _plan(frame: pd.DataFrame, columns: _Columns, config: DownloadImagesConfig, 
     jobs = [CutoutJob(i + 1, ids.iloc[i], url_of(f"{ra.iloc[i]:.6f}", f"{dec.iloc[i]:.6f}"),
                       output_dir / "images" / _image_name(ids.iloc[i], suffix)) for i in candidates]
     return jobs, set_aside
-
-
-def _show(value) -> str:
-    # numpy scalars repr as np.float64(nan); the catalog said nan.
-    return repr(value.item() if isinstance(value, np.generic) else value)
 
 
 def _image_name(galaxy_id: str, suffix: str) -> str:
