@@ -9,12 +9,13 @@ import itertools
 import numpy as np
 import pytest
 from scipy import stats
+from scipy.special import gammaln
 
 import zoobot.core.acquisition as acquisition
 from zoobot.core.acquisition import (bald, bald_binomial, bald_dirichlet, dirichlet_information, get_acquisition,
                                 max_entropy, random_scores, register, score, top_k)
 from zoobot.core.predictions import Predictions
-from zoobot.core.schema import GZ_DECALS, Answer, Question, Schema
+from zoobot.core.schema import GZ2, GZ_DECALS, Answer, Question, Schema
 
 BAR = Schema("bar-only", (Question("bar", (Answer("yes", "bar_yes"), Answer("no", "bar_no"))),))
 # A root yes/no question and a two-answer question asked only after "yes".
@@ -50,6 +51,106 @@ def random_alpha(rng, n: int, n_answers: int, n_samples: int) -> np.ndarray:
     """Concentrations whose MC samples agree to varying degrees, as a model's would."""
     centre = rng.dirichlet(np.ones(n_answers), size=n) * rng.uniform(2, 50, (n, 1)) + 0.2
     return centre[:, :, None] * rng.lognormal(0, rng.uniform(0.05, 1.0, (n, 1, 1)), (n, n_answers, n_samples))
+
+
+# -- reference: the stick-breaking BALD as it was before it was vectorised (issue 13) -----------------
+# A copy, not an import, so the fast version is checked against code it cannot change: one beta-binomial
+# kernel call per question and whole number of votes, pmfs laid out (counts, rows, samples).
+
+def _reference_information(log_pmf):
+    pmf = np.exp(log_pmf)
+    mixture = pmf.mean(axis=2)
+    log_mixture = np.log(np.maximum(mixture, np.finfo(float).tiny))
+    log_pmf -= log_mixture[:, :, None]
+    log_pmf *= pmf
+    mutual_information = np.maximum(log_pmf.sum(axis=0).mean(axis=1), 0.0)
+    entropy = -(mixture * log_mixture).sum(axis=0)
+    return mutual_information, np.maximum(entropy, 0.0)
+
+
+def _reference_row_chunks(n_rows, width):
+    step = max(1, 2**17 // max(width, 1))
+    for start in range(0, n_rows, step):
+        yield slice(start, min(start + step, n_rows))
+
+
+def _reference_interpolated_in_votes(kernel, n_votes, *params):
+    n_votes = np.asarray(n_votes, dtype=float)
+    nearest = np.round(n_votes)
+    n_votes = np.where(np.abs(n_votes - nearest) < 1e-9, nearest, n_votes)
+    low = np.floor(n_votes)
+    frac = n_votes - low
+    mutual_information = np.zeros(len(n_votes))
+    entropy = np.zeros(len(n_votes))
+    for votes in np.unique(low):
+        for with_next in (False, True):
+            rows = np.flatnonzero((low == votes) & ((frac > 0) == with_next))
+            if not rows.size or (votes == 0 and not with_next):
+                continue
+            results = kernel(int(votes), with_next, *(p[rows] for p in params))
+            weights = [1 - frac[rows], frac[rows]] if with_next else [1.0]
+            for (mi, h), weight in zip(results, weights):
+                mutual_information[rows] += weight * mi
+                entropy[rows] += weight * h
+    return mutual_information, entropy
+
+
+def _reference_log_rising(x, steps):
+    out = np.empty((len(steps) + 1, len(x)))
+    out[0] = 0.0
+    np.log(np.add(x, steps, out=out[1:]), out=out[1:])
+    for k in range(2, len(out)):
+        out[k] += out[k - 1]
+    return out
+
+
+def _reference_beta_binomial_kernel(votes, with_next, a, b):
+    top = votes + 1 if with_next else votes
+    n_rows, n_samples = a.shape
+    results = [(np.empty(n_rows), np.empty(n_rows)) for _ in range(top - votes + 1)]
+    for rows in _reference_row_chunks(n_rows, (top + 1) * n_samples):
+        a_, b_ = a[rows].reshape(-1), b[rows].reshape(-1)
+        steps = np.arange(top, dtype=float)[:, None]
+        log_rising_a, log_rising_b = _reference_log_rising(a_, steps), _reference_log_rising(b_, steps)
+        log_terms_ab = np.log((a_ + b_) + steps)
+        log_rising_ab = {votes: log_terms_ab[:votes].sum(axis=0), top: log_terms_ab.sum(axis=0)}
+        for i, m in enumerate(range(votes, top + 1)):
+            log_pmf = log_rising_a[: m + 1] + log_rising_b[m::-1]
+            log_pmf -= log_rising_ab[m]
+            k = np.arange(m + 1, dtype=float)
+            log_pmf += (gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1))[:, None]
+            mi, h = _reference_information(log_pmf.reshape(m + 1, -1, n_samples))
+            results[i][0][rows], results[i][1][rows] = mi, h
+    return results
+
+
+def _reference_dirichlet_information(predictions, n_volunteers=40.0):
+    """Per question (MI, entropy), (n_galaxies, n_questions): method="stick" of `dirichlet_information`."""
+    schema = predictions.schema
+    n = len(predictions.id_str)
+    fractions = np.concatenate([predictions.mean_fractions(q) for q in schema.question_names], axis=1)
+    reach = schema.reach_probability(fractions)
+    mutual_information = np.zeros((n, len(schema.questions)))
+    entropy = np.zeros_like(mutual_information)
+    for i, (start, stop) in enumerate(schema.question_index_groups):
+        alpha = predictions.samples[:, start:stop, :].astype(float)
+        votes = n_volunteers * reach[:, i]
+        order = np.argsort(fractions[:, start:stop], axis=1, kind="stable")
+        alpha = np.take_along_axis(alpha, order[:, :, None], axis=1)
+        left = np.take_along_axis(fractions[:, start:stop], order, axis=1)[:, ::-1].cumsum(axis=1)[:, ::-1]
+        rest = alpha[:, ::-1].cumsum(axis=1)[:, ::-1]
+        n_splits = stop - start - 1
+        a = alpha[:, :n_splits].reshape(n * n_splits, predictions.n_samples)
+        b = rest[:, 1:].reshape(n * n_splits, predictions.n_samples)
+        split_votes = (votes[:, None] * left[:, :n_splits]).reshape(-1)
+        mi, h = _reference_interpolated_in_votes(_reference_beta_binomial_kernel, split_votes, a, b)
+        mutual_information[:, i] = mi.reshape(n, n_splits).sum(axis=1)
+        entropy[:, i] = h.reshape(n, n_splits).sum(axis=1)
+    return mutual_information, entropy
+
+
+def _reference_bald_dirichlet(predictions, n_volunteers=40.0):
+    return _reference_dirichlet_information(predictions, n_volunteers)[0].sum(axis=1)
 
 
 # -- binomial: exact against enumeration -------------------------------------------------------------
@@ -170,6 +271,36 @@ def test_stick_approximation_stays_close_to_exact_and_ranks_galaxies_alike():
         assert stats.spearmanr(mi_stick[:, 0], mi_exact[:, 0]).statistic > 0.95
         np.testing.assert_allclose(h_stick, h_exact, rtol=0.12)
         assert np.all(h_stick >= h_exact * (1 - 1e-9))  # sum of the splits' entropies bounds it here
+
+
+@pytest.mark.parametrize("schema", [GZ_DECALS, GZ2], ids=["decals", "gz2"])
+@pytest.mark.parametrize("n_galaxies,n_samples", [(1, 1), (1, 30), (7, 1), (7, 30)])
+def test_stick_bald_agrees_with_the_reference_implementation(schema, n_galaxies, n_samples):
+    rng = np.random.default_rng(n_galaxies * 100 + n_samples)
+    predictions = dirichlet(random_alpha(rng, n_galaxies, schema.n_answers, n_samples), schema)
+    # Whole, fractional and few volunteers: every question gets a fractional number of votes
+    # (interpolated), a whole one, or nearly none.
+    for n_volunteers in (40.0, 17.3, 3.0, 0.5):
+        mi, entropy = dirichlet_information(predictions, n_volunteers)
+        expected_mi, expected_entropy = _reference_dirichlet_information(predictions, n_volunteers)
+        if n_samples == 1:  # one sample is its own mixture: MI is 0 up to rounding in either
+            assert np.all(mi <= 1e-13) and np.all(expected_mi <= 1e-13)
+        else:
+            np.testing.assert_allclose(mi, expected_mi, rtol=1e-9, atol=0)
+        np.testing.assert_allclose(entropy, expected_entropy, rtol=1e-9, atol=0)
+    if n_samples > 1:
+        np.testing.assert_allclose(score("bald", predictions), _reference_bald_dirichlet(predictions), rtol=1e-9)
+        assert np.all(mi > 0)
+
+
+@pytest.mark.parametrize("values", [[1e-3, 1.0, 100.0, 1e6], [1e-300, 1.0, 1e31], [1e-12, 5.0]])
+def test_stick_bald_agrees_with_the_reference_for_extreme_concentrations(values):
+    rng = np.random.default_rng(len(values))
+    predictions = dirichlet(rng.choice(values, size=(6, GZ_DECALS.n_answers, 5)), GZ_DECALS)
+    for n_volunteers in (40.0, 17.3):
+        for got, expected in zip(dirichlet_information(predictions, n_volunteers),
+                                 _reference_dirichlet_information(predictions, n_volunteers)):
+            np.testing.assert_allclose(got, expected, rtol=1e-9, atol=0)
 
 
 def test_stick_does_not_depend_on_the_order_the_schema_lists_answers():

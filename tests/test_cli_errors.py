@@ -177,3 +177,19 @@ def test_a_reference_that_exists_but_holds_no_keras_model_is_a_model_reference_e
     empty.mkdir()
     with pytest.raises(ModelReferenceError, match="No model.keras found"):
         resolve_model(str(empty))
+
+
+def test_only_errors_zoobot_raised_itself_lose_their_traceback():
+    """A ValueError from inside numpy (or pandas, TensorFlow, MLflow) is a bug of Zoobot's and keeps
+    its traceback; one Zoobot raised about what it was given is shown as one paragraph."""
+    import numpy as np
+
+    from zoobot.cli.options import is_user_error
+    from zoobot.data.convert import ConvertConfig
+
+    with pytest.raises(ValueError) as bug:
+        np.zeros(4).reshape(3)
+    assert not is_user_error(bug.value)
+    with pytest.raises(ValueError) as mistake:
+        ConvertConfig(catalog="c.csv", shard_size=0)
+    assert is_user_error(mistake.value)

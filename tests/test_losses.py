@@ -269,3 +269,23 @@ def test_loss_and_metrics_in_compile_and_fit(schema):
     assert logs["loss"] == pytest.approx(per_question, rel=1e-4)
     history = model.fit(x, counts, epochs=2, batch_size=8, verbose=0)
     assert np.all(np.isfinite(history.history["loss"]))
+
+
+@pytest.mark.parametrize("half", [tf.bfloat16, tf.float16])
+def test_half_precision_predictions_give_float32_losses_and_metrics(schema, half):
+    """A mixed-precision model whose output was not kept float32 still gets a float32 loss, equal to the
+    loss of the same (rounded) outputs given as float32: no bfloat16 rounding of the loss itself."""
+    counts, alpha = random_case(schema, 8, seed=13, max_votes=2000)
+    rounded = tf.cast(tf.cast(alpha, half), tf.float32)
+    loss = make_loss("dirichlet", schema)(counts.astype(np.float32), tf.cast(alpha, half))
+    assert loss.dtype == tf.float32
+    np.testing.assert_allclose(loss, make_loss("dirichlet", schema)(counts.astype(np.float32), rounded), rtol=1e-6)
+    p = tf.constant([[0.3], [0.9]], half)
+    binomial = make_loss("binomial", schema, "merging")(counts[:2].astype(np.float32), p)
+    assert binomial.dtype == tf.float32 and np.all(np.isfinite(binomial))
+    metrics = [*question_loss_metrics("dirichlet", schema), fraction_rmse_metric("dirichlet", schema)]
+    for metric in metrics:
+        metric.update_state(counts.astype(np.float32), tf.cast(alpha, half))
+        assert metric.result().dtype == tf.float32, metric.name
+    per_question = dirichlet_multinomial_nll_per_question(counts, rounded, schema.question_index_groups)
+    assert float(metrics[0].result()) == pytest.approx(float(tf.reduce_mean(per_question[:, 0])), rel=1e-5)

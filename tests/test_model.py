@@ -51,6 +51,7 @@ def vgg() -> keras.Model:
     (dict(dropout_rate=1.0), r"dropout_rate must be a number in \[0, 1\)"),
     (dict(dropout_rate=-0.1), r"dropout_rate must be a number in \[0, 1\)"),
     (dict(weights_path="w.h5"), "weights_path is only used with architecture='efficientnetb0'"),
+    (dict(precision="float16"), r"precision must be one of \['auto', 'float32', 'bfloat16'\]; found 'float16'"),
 ])
 def test_config_errors_say_what_was_expected(changes, message):
     with pytest.raises(ValueError, match=message):
@@ -163,9 +164,12 @@ def test_mc_dropout_is_stochastic_under_predict_and_training_false(vgg):
     assert not np.allclose(vgg.predict_on_batch(x), vgg.predict_on_batch(x))
 
 
-def test_saved_model_stays_stochastic_in_a_fresh_process(vgg, tmp_path):
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_saved_model_stays_stochastic_in_a_fresh_process(vgg, precision, tmp_path):
+    model = vgg if precision == "float32" else build_model(ModelConfig(precision=precision, **TINY), GZ_DECALS,
+                                                           (32, 32, 1))
     path = tmp_path / "m.keras"
-    vgg.save(path)
+    model.save(path)
     np.save(tmp_path / "x.npy", images(4))
     code = textwrap.dedent("""
         import sys, numpy as np, keras
@@ -174,6 +178,8 @@ def test_saved_model_stays_stochastic_in_a_fresh_process(vgg, tmp_path):
         x = np.load(sys.argv[2])
         a, b = model.predict(x, verbose=0), model.predict(x, verbose=0)
         assert isinstance(model.get_layer("mc_dropout"), MCDropout), type(model.get_layer("mc_dropout"))
+        assert a.dtype == np.float32, a.dtype
+        print("trunk", model.get_layer("features").compute_dtype)
         print("shape", a.shape, "max_difference", float(np.abs(a - b).max()))
     """)
     result = subprocess.run([sys.executable, "-c", code, str(path), str(tmp_path / "x.npy")],
@@ -181,6 +187,7 @@ def test_saved_model_stays_stochastic_in_a_fresh_process(vgg, tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     words = result.stdout.split()
     assert words[words.index("shape") + 1:words.index("max_difference")] == ["(4,", "34)"]
+    assert words[words.index("trunk") + 1] == precision
     assert float(words[words.index("max_difference") + 1]) > 1e-3
 
 

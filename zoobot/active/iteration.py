@@ -35,6 +35,7 @@ from zoobot.model.network import (
     save_bundle,
     split_trunk_head,
 )
+from zoobot.model.precision import config_precision
 from zoobot.model.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train
 
 LABELLED_SPLITS = ("train", "pool")  # where labelled galaxies' records live
@@ -212,7 +213,8 @@ def run_logged_iteration(config: ALConfig, model_config: ModelConfig, arm: str, 
     iteration = state.current_iteration()
     runs_file = Path(config.state).with_suffix(".runs.json")
     tags = {tag_names.ARM: arm, tag_names.ITERATION: str(iteration), tag_names.ACQUISITION: config.acquisition,
-            tag_names.SCHEMA: manifest.schema["name"], tag_names.ARCHITECTURE: model_config.architecture}
+            tag_names.SCHEMA: manifest.schema["name"], tag_names.ARCHITECTURE: model_config.architecture,
+            tag_names.PRECISION: config_precision(model_config)}
 
     def register(i, info, result):
         return tracking.register_iteration_model(result.model, manifest, model_config,

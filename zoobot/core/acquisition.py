@@ -32,11 +32,12 @@ from scipy.special import gammaln
 
 from zoobot.core.coverage import _log_pmf_block
 from zoobot.core.predictions import Predictions
+from zoobot.core.schema import Schema
 
 DEFAULT_VOLUNTEERS = 40.0
 METHODS = ("stick", "exact")
-# Blocks are (vote counts, rows, MC samples); ~1 MB each stays in cache, which here is worth more
-# than fewer, larger numpy calls.
+# Blocks of pmfs over vote counts hold ~1 MB each: cached, which here is worth more than fewer,
+# larger numpy calls.
 _CHUNK_ELEMENTS = 2**17
 _MAX_EXACT_VECTORS = 50_000  # count vectors per question for method="exact"
 _TINY = np.finfo(float).tiny
@@ -46,21 +47,28 @@ Acquisition = Callable[[Predictions, float, np.random.Generator], np.ndarray]
 
 # -- information in a mixture of vote-count distributions ------------------------------------------
 
-def _information(log_pmf: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(mutual information, mixture entropy) per row, from log pmfs of shape (n_outcomes, rows, T).
+def _information(log_pmf: np.ndarray, sample_axis: int = 2, pmf: np.ndarray | None = None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+    """(mutual information, mixture entropy) per row, from log pmfs of shape (n_outcomes, rows, T), or
+    (n_outcomes, T, rows) with sample_axis=1.
 
     MI is computed as mean_t KL(pmf_t || mixture), a mean of divergences that are each >= 0, rather
     than as H[mixture] - mean_t H[pmf_t], which cancels badly when the samples nearly agree.
-    log_pmf must be finite (-inf replaced by a huge negative number) and is overwritten.
+    log_pmf must be finite (-inf replaced by a huge negative number) and is overwritten; `pmf`, if
+    given, is scratch space of the same shape.
     """
-    pmf = np.exp(log_pmf)
-    mixture = pmf.mean(axis=2)
+    # einsum sums (and multiplies and sums) in one pass, where numpy's reductions take one or two.
+    layout = "ktr" if sample_axis == 1 else "krt"
+    n_samples = log_pmf.shape[sample_axis]
+    pmf = np.exp(log_pmf, out=pmf)
+    mixture = np.einsum(f"{layout}->kr", pmf)
+    mixture /= n_samples
     log_mixture = np.log(np.maximum(mixture, _TINY))  # impossible outcomes: 0 * finite = 0
-    log_pmf -= log_mixture[:, :, None]
-    log_pmf *= pmf
-    mutual_information = np.maximum(log_pmf.sum(axis=0).mean(axis=1), 0.0)
-    entropy = -(mixture * log_mixture).sum(axis=0)
-    return mutual_information, np.maximum(entropy, 0.0)
+    log_pmf -= np.expand_dims(log_mixture, sample_axis)
+    mutual_information = np.einsum(f"{layout},{layout}->r", pmf, log_pmf)
+    mutual_information /= n_samples
+    entropy = -np.einsum("kr,kr->r", mixture, log_mixture)
+    return np.maximum(mutual_information, 0.0), np.maximum(entropy, 0.0)
 
 
 def _row_chunks(n_rows: int, width: int):
@@ -119,17 +127,19 @@ def _binomial_kernel(votes: int, p: np.ndarray) -> tuple[np.ndarray, np.ndarray]
     return out[0], out[1]
 
 
-def _log_choose(votes: int) -> np.ndarray:
-    k = np.arange(votes + 1, dtype=float)
-    return gammaln(votes + 1) - gammaln(k + 1) - gammaln(votes - k + 1)
+def _running_log_rising(x: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """out[k] = out[0] + log[x (x+1) .. (x+k-1) / k!] for k = 1..len(out)-1, given out[0]; out is
+    (top + 1, len(x)).
 
-
-def _log_rising(x: np.ndarray, steps: np.ndarray) -> np.ndarray:
-    """log x (x+1) .. (x+k-1) for k = 0..len(steps), shape (len(steps) + 1, len(x)); steps = 0, 1, .. as a column."""
-    out = np.empty((len(steps) + 1, len(x)))
-    out[0] = 0.0
-    np.log(np.add(x, steps, out=out[1:]), out=out[1:])
-    for k in range(2, len(out)):  # numpy's cumsum along the first axis is several times slower
+    A running sum of log((x+i) / (i+1)): cheaper than gammaln(x + k) - gammaln(x) - gammaln(k + 1),
+    and without its cancellation for large x.
+    """
+    steps = np.arange(len(out) - 1, dtype=float)[:, None]
+    terms = out[1:]
+    np.add(x, steps, out=terms)
+    terms *= 1.0 / (steps + 1.0)
+    np.log(terms, out=terms)
+    for k in range(1, len(out)):  # numpy's cumsum along the first axis is several times slower
         out[k] += out[k - 1]
     return out
 
@@ -137,24 +147,33 @@ def _log_rising(x: np.ndarray, steps: np.ndarray) -> np.ndarray:
 def _beta_binomial_kernel(votes: int, with_next: bool, a: np.ndarray, b: np.ndarray) -> list:
     """BetaBinomial(M, a_t, b_t) (and at M + 1) of each row (r, T): exact sums over k.
 
-    pmf(k) = C(M, k) a^(k) b^(M-k) / (a+b)^(M), x^(k) = x (x+1) .. (x+k-1) the rising factorial, whose
-    log is a running sum of logs: cheaper than gammaln(x + k) - gammaln(x), and without its
-    cancellation for large x. M and M + 1 votes share the running sums.
+    pmf(k) = C(M, k) a^(k) b^(M-k) / (a+b)^(M), x^(k) = x (x+1) .. (x+k-1) the rising factorial, so
+    log pmf(k) = [log M! - log (a+b)^(M) + log a^(k)/k!] + log b^(M-k)/(M-k)!: one table for a and b
+    side by side over k = 0..M+1, shared by M and M + 1 votes (M + 1 adds log (M+1) / (a+b+M)).
+    Blocks are laid out (counts, samples, rows), which makes the mixture and the divergences sums of
+    whole rows, and reuse three buffers.
     """
     top = votes + 1 if with_next else votes
     n_rows, n_samples = a.shape
     results = [(np.empty(n_rows), np.empty(n_rows)) for _ in range(top - votes + 1)]
-    for rows in _row_chunks(n_rows, (top + 1) * n_samples):
-        a_, b_ = a[rows].reshape(-1), b[rows].reshape(-1)
-        steps = np.arange(top, dtype=float)[:, None]
-        log_rising_a, log_rising_b = _log_rising(a_, steps), _log_rising(b_, steps)
-        log_terms_ab = np.log((a_ + b_) + steps)
-        log_rising_ab = {votes: log_terms_ab[:votes].sum(axis=0), top: log_terms_ab.sum(axis=0)}
+    width = (top + 1) * n_samples
+    size = min(n_rows, max(1, _CHUNK_ELEMENTS // width)) * width  # elements of the largest block
+    tables, log_pmf, pmf = np.empty(2 * size), np.empty(size), np.empty(size)
+    for rows in _row_chunks(n_rows, width):
+        n = (rows.stop - rows.start) * n_samples
+        x = np.concatenate([a[rows].T.reshape(-1), b[rows].T.reshape(-1)])  # (T, r) order
+        ab = x[:n] + x[n:]
+        table = tables[: 2 * (top + 1) * n].reshape(top + 1, 2 * n)
+        # Started at log M! - log (a+b)^(M), the running sums for a carry it into every log pmf.
+        table[0, :n] = gammaln(votes + 1.0) - np.log(ab + np.arange(votes, dtype=float)[:, None]).sum(axis=0)
+        table[0, n:] = 0.0
+        log_a, log_b = np.split(_running_log_rising(x, table), 2, axis=1)
         for i, m in enumerate(range(votes, top + 1)):
-            log_pmf = log_rising_a[: m + 1] + log_rising_b[m::-1]
-            log_pmf -= log_rising_ab[m]
-            log_pmf += _log_choose(m)[:, None]
-            mi, h = _information(log_pmf.reshape(m + 1, -1, n_samples))
+            block = np.add(log_a[: m + 1], log_b[m::-1], out=log_pmf[: (m + 1) * n].reshape(m + 1, n))
+            if m > votes:
+                block += np.log(m / (ab + votes))
+            shape = (m + 1, n_samples, rows.stop - rows.start)
+            mi, h = _information(block.reshape(shape), 1, pmf[: (m + 1) * n].reshape(shape))
             results[i][0][rows], results[i][1][rows] = mi, h
     return results
 
@@ -218,6 +237,8 @@ def _check_predictions(predictions: Predictions) -> None:
         _check_probabilities(predictions.samples[:, 0, :])
         return
     alpha = predictions.samples
+    if not alpha.size or (alpha.min() > 0 and alpha.max() < np.inf):  # NaN fails both
+        return
     good = np.isfinite(alpha) & (alpha > 0)
     if not np.all(good):
         g, j, _ = np.argwhere(~good)[0]
@@ -275,36 +296,56 @@ def dirichlet_information(predictions: Predictions, n_volunteers: float = DEFAUL
     n_volunteers = float(_check_n_votes(n_volunteers, 1, "n_volunteers")[0])
     n = len(predictions.id_str)
     fractions = _posterior_mean_fractions(predictions)
-    reach = schema.reach_probability(fractions)
+    votes = n_volunteers * schema.reach_probability(fractions)  # (n, n_questions)
+    if method == "stick":
+        return _stick_information(predictions.samples, fractions, votes, schema)
     mutual_information = np.zeros((n, len(schema.questions)))
     entropy = np.zeros_like(mutual_information)
     for i, (start, stop) in enumerate(schema.question_index_groups):
         alpha = predictions.samples[:, start:stop, :].astype(float)
-        votes = n_volunteers * reach[:, i]
-        if method == "exact":
-            n_vectors = math.comb(int(np.ceil(votes.max(initial=0))) + stop - start - 1, stop - start - 1)
-            if n_vectors > _MAX_EXACT_VECTORS:
-                raise ValueError(
-                    f"method='exact' would enumerate {n_vectors} count vectors for question "
-                    f"'{schema.question_names[i]}' ({stop - start} answers, up to {votes.max():.1f} votes); the "
-                    f"limit is {_MAX_EXACT_VECTORS}. Fix: use method='stick', or fewer volunteers.")
-            mi, h = _interpolated_in_votes(_one_count_at_a_time(_dirichlet_multinomial_kernel), votes, alpha)
-            mutual_information[:, i], entropy[:, i] = mi, h
-            continue
-        # Stick-breaking: votes for the rarest answer, then for the next among those left, ...
-        # (exact ties in the mean fractions keep the schema's order)
-        order = np.argsort(fractions[:, start:stop], axis=1, kind="stable")
-        alpha = np.take_along_axis(alpha, order[:, :, None], axis=1)
-        left = np.take_along_axis(fractions[:, start:stop], order, axis=1)[:, ::-1].cumsum(axis=1)[:, ::-1]
-        rest = alpha[:, ::-1].cumsum(axis=1)[:, ::-1]  # rest[:, j] = sum of alpha of answers j.. (sorted)
-        n_splits = stop - start - 1
-        a = alpha[:, :n_splits].reshape(n * n_splits, predictions.n_samples)
-        b = rest[:, 1:].reshape(n * n_splits, predictions.n_samples)
-        split_votes = (votes[:, None] * left[:, :n_splits]).reshape(-1)
-        mi, h = _interpolated_in_votes(_beta_binomial_kernel, split_votes, a, b)
-        mutual_information[:, i] = mi.reshape(n, n_splits).sum(axis=1)
-        entropy[:, i] = h.reshape(n, n_splits).sum(axis=1)
+        n_vectors = math.comb(int(np.ceil(votes[:, i].max(initial=0))) + stop - start - 1, stop - start - 1)
+        if n_vectors > _MAX_EXACT_VECTORS:
+            raise ValueError(
+                f"method='exact' would enumerate {n_vectors} count vectors for question "
+                f"'{schema.question_names[i]}' ({stop - start} answers, up to {votes[:, i].max():.1f} votes); the "
+                f"limit is {_MAX_EXACT_VECTORS}. Fix: use method='stick', or fewer volunteers.")
+        mutual_information[:, i], entropy[:, i] = _interpolated_in_votes(
+            _one_count_at_a_time(_dirichlet_multinomial_kernel), votes[:, i], alpha)
     return mutual_information, entropy
+
+
+def _stick_information(samples: np.ndarray, fractions: np.ndarray, votes: np.ndarray,
+                       schema: Schema) -> tuple[np.ndarray, np.ndarray]:
+    """Per question (MI, entropy) by stick-breaking (see `bald_dirichlet`): (n, n_questions) each.
+
+    Each split of each question is a row of beta-binomials (a: the concentrations of the split's
+    answer, b: those of the answers after it in its question) with its own number of votes, so one
+    kernel call per whole number of votes serves every question.
+    """
+    n, n_answers, n_samples = samples.shape
+    groups = schema.question_index_groups
+    # Rarest answer first within each question; exact ties in the mean fractions keep the schema's order.
+    order = np.empty((n, n_answers), dtype=np.intp)
+    for start, stop in groups:
+        order[:, start:stop] = start + np.argsort(fractions[:, start:stop], axis=1, kind="stable")
+    rows = order + n_answers * np.arange(n)[:, None]  # of samples as (n * n_answers, T), sorted
+    flat = np.asarray(samples, dtype=float).reshape(n * n_answers, n_samples)
+    fractions = np.take_along_axis(fractions, order, axis=1)
+    splits = np.concatenate([np.arange(start, stop - 1) for start, stop in groups])  # all answers but the last
+    a = flat[rows[:, splits]]  # (n, n_splits, T)
+    b = np.empty_like(a)
+    left = np.empty((n, len(splits)))  # mean fraction of the split's answer and those after it
+    for i, (start, stop) in enumerate(groups):
+        rest, rest_fraction = flat[rows[:, stop - 1]], fractions[:, stop - 1]
+        for j in range(stop - 2, start - 1, -1):  # question i's splits are at j - i
+            b[:, j - i] = rest
+            left[:, j - i] = rest_fraction = rest_fraction + fractions[:, j]
+            rest = rest + a[:, j - i]
+    split_votes = votes[:, np.repeat(np.arange(len(groups)), [stop - start - 1 for start, stop in groups])] * left
+    mi, h = _interpolated_in_votes(_beta_binomial_kernel, split_votes.reshape(-1), a.reshape(-1, n_samples),
+                                   b.reshape(-1, n_samples))
+    first = [start - i for i, (start, _) in enumerate(groups)]
+    return tuple(np.add.reduceat(x.reshape(left.shape), first, axis=1) for x in (mi, h))
 
 
 def bald_dirichlet(predictions: Predictions, n_volunteers: float = DEFAULT_VOLUNTEERS,

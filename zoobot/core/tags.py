@@ -16,6 +16,7 @@ GIT_COMMIT = "git_commit"
 SCHEMA = "schema"  # decision-tree schema: decals, gz2, ...
 ARCHITECTURE = "architecture"
 OUTPUT = "output"  # the model's output head (dirichlet, binomial, ...)
+PRECISION = "precision"  # what precision="auto" (or an explicit one) became on the machine that trained
 ARM = "arm"  # active learning: the acquisition arm of a campaign
 ITERATION = "iteration"  # active learning: the iteration a run did
 ACQUISITION = "acquisition"

@@ -11,8 +11,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import pandas as pd
 
-from zoobot.core import coverage
-from zoobot.core import metrics
+from zoobot.core import coverage, metrics
 from zoobot.core.predictions import Predictions
 
 

@@ -13,8 +13,11 @@ A question nobody answered (N = 0) contributes exactly 0: the volunteers were no
 says nothing about the galaxy. Labels are always the full vector of vote counts in schema order, so
 one catalog serves both outputs.
 
-The maths is done in float64 and cast back to the prediction's dtype: with thousands of votes,
-lgamma terms of ~1e4 cancel to a loss of ~10, which float32 would leave with only 3-4 correct digits.
+The maths is done in float64 and cast back to float32 (float64 for float64 predictions): with
+thousands of votes, lgamma terms of ~1e4 cancel to a loss of ~10, which float32 would leave with only
+3-4 correct digits. A bfloat16 or float16 prediction (a mixed-precision model whose output layer was
+not kept float32) still gives a float32 loss and float32 metrics: bfloat16's 8-bit mantissa would
+round a loss of ~10 to steps of 0.06.
 """
 
 from __future__ import annotations
@@ -189,7 +192,7 @@ class QuestionNLL(keras.metrics.Mean):
     add up to its loss, showing which question the loss is spent on.
     """
 
-    def __init__(self, output: str, question_index_groups, question_index: int, name=None, dtype=None):
+    def __init__(self, output: str, question_index_groups, question_index: int, name=None, dtype="float32"):
         super().__init__(name=name or f"loss_q{question_index}", dtype=dtype)
         self.output = output
         self.question_index_groups = [list(map(int, g)) for g in question_index_groups]
@@ -230,7 +233,7 @@ class VoteFractionRMSE(keras.metrics.Metric):
     """
 
     def __init__(self, output: str = "dirichlet", question_index_groups=(), question_index: int | None = None,
-                 name: str = "fraction_rmse", dtype=None):
+                 name: str = "fraction_rmse", dtype="float32"):
         super().__init__(name=name, dtype=dtype)
         self.output = output
         self.question_index_groups = [list(map(int, g)) for g in question_index_groups]
@@ -334,5 +337,7 @@ def _single_column(y_pred) -> tf.Tensor:
 
 
 def _float_dtype(x) -> tf.DType:
+    """The dtype of a loss or metric value for prediction `x`: float64 stays float64, anything else
+    (float32, and half precision from a mixed-precision model) is float32."""
     dtype = tf.as_dtype(getattr(x, "dtype", tf.float32))
-    return dtype if dtype.is_floating else tf.float32
+    return tf.float64 if dtype == tf.float64 else tf.float32

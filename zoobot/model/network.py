@@ -10,6 +10,16 @@ n_samples times (`mc_predict`); FACTS.md measured 20x-37x over n_samples full pa
 MCDropout drops on every call path, including `model.predict`, `model(x, training=False)` and
 after save/load: the Bayesian predictions (and BALD, and coverage) depend on it. A stock
 `Dropout(...)(x, training=True)` is silently switched off by Keras 3 under predict.
+
+Precision: with `precision="bfloat16"` the trunk computes in bfloat16 (weights stay float32,
+Keras' "mixed_bfloat16" policy) while the head -- MC dropout, the output layer and the
+concentrations or p -- stays float32, so the loss and the Dirichlet/binomial maths never see
+bfloat16. Each layer carries its own policy (saved with the model), so building one never changes
+Keras' global policy for the rest of the process (`zoobot.model.precision` decides which).
+
+(Slightly over the ~400-line guide: building the model, splitting it into trunk and head for MC
+sampling, and saving it as a bundle all depend on the same layer layout, which is read best in one
+place.)
 """
 
 from __future__ import annotations
@@ -21,9 +31,10 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from zoobot.model.losses import OUTPUTS, resolve_question
 from zoobot.core.model_meta import ModelMeta
 from zoobot.core.schema import Schema
+from zoobot.model import precision as dtypes
+from zoobot.model.losses import OUTPUTS, resolve_question
 
 ARCHITECTURES = ("vgg", "efficientnetb0")
 FEATURES_LAYER = "features"
@@ -33,6 +44,7 @@ CONCENTRATION_MIN, CONCENTRATION_MAX = 1.0, 100.0
 # A binomial p lies in [1e-6, 1 - 1e-6], so log p and log(1 - p) stay finite in float32.
 PROBABILITY_MARGIN = 1e-6
 EFFICIENTNET_MIN_SIZE = 32  # keras.applications refuses smaller inputs
+
 
 
 @dataclass(frozen=True)
@@ -54,6 +66,10 @@ class ModelConfig:
     weights_path: str = field(default="", metadata={
         "help": "efficientnetb0 only: a local weights file for the backbone (.h5 as keras.applications "
                 "downloads it, or .weights.h5); empty = train from scratch."})
+    precision: str = field(default="float32", metadata={
+        "help": "'float32', 'bfloat16' (trunk computes in bfloat16 with float32 weights; the output, loss and "
+                "metrics stay float32) or 'auto' (bfloat16 where the CPU has amx_bf16/avx512_bf16 or the GPU "
+                "supports bf16 and the architecture is measured faster in it: vgg; float32 elsewhere)."})
 
     def __post_init__(self):
         if self.architecture not in ARCHITECTURES:
@@ -87,6 +103,8 @@ class ModelConfig:
                 f"backbone); found architecture={self.architecture!r}. To continue training a saved model, "
                 "load it with keras.models.load_model instead."
             )
+        if self.precision not in dtypes.PRECISIONS:
+            raise ValueError(f"precision must be one of {list(dtypes.PRECISIONS)}; found {self.precision!r}.")
 
     @property
     def filter_list(self) -> tuple[int, ...]:
@@ -125,39 +143,50 @@ def build_model(config: ModelConfig, schema: Schema, image_shape: tuple[int, int
     """An uncompiled model from images (B, H, W, C) with values 0..255 to the output of `config`.
 
     "dirichlet": (B, n_answers) concentrations in [1, 100]; "binomial": (B, 1) p in (0, 1).
+    Outputs are float32 whatever `config.precision`: only the trunk (up to and including the
+    "features" layer) computes in bfloat16.
     """
     if not isinstance(config, ModelConfig):
         raise TypeError(f"config must be a ModelConfig; found {type(config).__name__}.")
     question = resolve_question(config.output, schema, config.question)
     image_shape = _check_image_shape(image_shape, config)
     n_outputs = schema.n_answers if config.output == "dirichlet" else 1
+    trunk_policy = dtypes.KERAS_POLICIES[dtypes.checked_precision(config)]
 
-    images = keras.Input(shape=image_shape, name="images")
+    images = keras.Input(shape=image_shape, name="images")  # float32: the signature callers see
     if config.architecture == "vgg":
-        convolved = _vgg_trunk(images, config.filter_list)
+        convolved = _vgg_trunk(images, config.filter_list, trunk_policy)
     else:
-        convolved = _efficientnet_backbone(image_shape, config.weights_path)(images)
-    features = keras.layers.Dense(config.dense_units, activation="relu", name=FEATURES_LAYER)(convolved)
+        with dtypes.global_policy(trunk_policy):
+            backbone = _efficientnet_backbone(image_shape, config.weights_path)
+        convolved = backbone(images)
+    features = keras.layers.Dense(config.dense_units, activation="relu", name=FEATURES_LAYER,
+                                  dtype=trunk_policy)(convolved)
 
-    x = MCDropout(config.dropout_rate, name="mc_dropout")(features)
-    x = keras.layers.Dense(n_outputs, activation="sigmoid", name="output_sigmoid")(x)
+    # The head in float32: the dropout rate and its 1/(1 - rate) scaling are exact, and the
+    # concentrations / p reach the loss's lgamma and log terms with float32's 24-bit mantissa.
+    x = MCDropout(config.dropout_rate, name="mc_dropout", dtype="float32")(features)
+    x = keras.layers.Dense(n_outputs, activation="sigmoid", name="output_sigmoid", dtype="float32")(x)
     if config.output == "dirichlet":
         span = CONCENTRATION_MAX - CONCENTRATION_MIN
-        outputs = keras.layers.Rescaling(span, offset=CONCENTRATION_MIN, name="concentrations")(x)
+        outputs = keras.layers.Rescaling(span, offset=CONCENTRATION_MIN, name="concentrations",
+                                         dtype="float32")(x)
     else:
         outputs = keras.layers.Rescaling(1 - 2 * PROBABILITY_MARGIN, offset=PROBABILITY_MARGIN,
-                                         name="probability")(x)
+                                         name="probability", dtype="float32")(x)
     name = f"zoobot_{config.architecture}_{config.output}" + (f"_{question}" if question else "")
     return keras.Model(images, outputs, name=_safe_name(name))
 
 
-def _vgg_trunk(images, filters: tuple[int, ...]):
-    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale")(images)
+def _vgg_trunk(images, filters: tuple[int, ...], policy: str):
+    # 0..255 integers are exact in bfloat16 (8-bit mantissa), so casting the images loses nothing.
+    x = keras.layers.Rescaling(1.0 / 255.0, name="rescale", dtype=policy)(images)
     for block, n in enumerate(filters, start=1):
-        x = keras.layers.Conv2D(n, 3, padding="same", activation="relu", name=f"block{block}_conv1")(x)
-        x = keras.layers.Conv2D(n, 3, padding="same", activation="relu", name=f"block{block}_conv2")(x)
-        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool")(x)
-    return keras.layers.Flatten(name="flatten")(x)
+        for conv in (1, 2):
+            x = keras.layers.Conv2D(n, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}",
+                                    dtype=policy)(x)
+        x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool", dtype=policy)(x)
+    return keras.layers.Flatten(name="flatten", dtype=policy)(x)
 
 
 def _efficientnet_backbone(image_shape, weights_path: str) -> keras.Model:
@@ -297,7 +326,7 @@ def reseed(model: keras.Model, seed: int) -> None:
 
 def mc_predict(model: keras.Model, images, n_samples: int, trunk_head=None, *,
                batch_size: int = 128) -> np.ndarray:
-    """MC-dropout samples of the outputs, (B, n_outputs, n_samples): the trunk once, the head
+    """MC-dropout samples of the outputs, float32 (B, n_outputs, n_samples): the trunk once, the head
     n_samples times.
 
     `images`: an array or tensor (B, H, W, C), or a tf.data.Dataset of image batches or of
@@ -308,7 +337,8 @@ def mc_predict(model: keras.Model, images, n_samples: int, trunk_head=None, *,
     trunk, head = trunk_head if trunk_head is not None else split_trunk_head(model)
     features = np.concatenate([trunk.predict_on_batch(batch) for batch in _batches(images, batch_size)])
     # All galaxies in one call per sample: the head is a few dense layers on (B, dense_units).
-    return np.stack([head.predict_on_batch(features) for _ in range(n_samples)], axis=-1)
+    return np.stack([head.predict_on_batch(features) for _ in range(n_samples)], axis=-1).astype(
+        np.float32, copy=False)
 
 
 def mc_predict_naive(model: keras.Model, images, n_samples: int, *, batch_size: int = 128) -> np.ndarray:
@@ -388,11 +418,12 @@ def deterministic_head_predict(head: keras.Model, features) -> np.ndarray:
     """The head with its dropout switched off: the single non-Bayesian pass MC dropout is compared with.
 
     Keras dropout scales kept units by 1/(1 - rate) while training, so the identity is the
-    deterministic network whose average the MC samples estimate.
+    deterministic network whose average the MC samples estimate. Returns float32, also for the
+    bfloat16 features of a bfloat16 trunk.
     """
-    x = features
+    x = np.asarray(features, dtype=np.float32)
     for layer in head.layers:
         if isinstance(layer, keras.layers.InputLayer):
             continue
         x = x if isinstance(layer, MCDropout) else layer(x)
-    return np.asarray(x)
+    return np.asarray(x, dtype=np.float32)

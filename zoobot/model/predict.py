@@ -263,8 +263,8 @@ def predict_split(model, meta: ModelMeta, manifest, split: str, n_samples: int, 
     `keep_images` images for figures. The trunk runs once for both."""
     from zoobot.data import augment
     from zoobot.data.manifest import FEATURE_LABELS
-    from zoobot.model.network import deterministic_head_predict, split_trunk_head
     from zoobot.data.shards import make_dataset
+    from zoobot.model.network import deterministic_head_predict, split_trunk_head
 
     channels = model.input_shape[-1]
     dataset = augment.prepare(make_dataset(manifest, split, batch_size=batch_size), channels, augment=False)

@@ -31,11 +31,8 @@ def run_training(config: TrainConfig, model_config: ModelConfig, say: Callable[[
     from zoobot import tracking
     from zoobot.data.manifest import Manifest
     from zoobot.model import train as training
-    from zoobot.model.checkpoint import (
-        Checkpoint,
-        checkpoint_key,
-        default_checkpoint_dir,
-    )
+    from zoobot.model.checkpoint import Checkpoint, checkpoint_key, default_checkpoint_dir
+    from zoobot.model.precision import config_precision
 
     strategy = training.make_strategy(config)
     shards = tracking.resolve_local(config.shards, "shards")
@@ -53,6 +50,7 @@ def run_training(config: TrainConfig, model_config: ModelConfig, say: Callable[[
 
     resume = checkpoint.meta.get("run_id") if checkpoint.epoch else None
     tags = {tag_names.ARCHITECTURE: model_config.architecture, tag_names.OUTPUT: model_config.output,
+            tag_names.PRECISION: config_precision(model_config),
             tag_names.SCHEMA: manifest.schema["name"]}
     params = dataclasses.asdict(config) | dataclasses.asdict(model_config)
     with tracking.resume_or_start("train", params, resume, tags) as run:
