@@ -176,3 +176,31 @@ def test_bayesian_gain_refuses_predictions_it_cannot_compare():
         bayesian_gain(binomial([[0.2, 0.6]]), other, counts)
     with pytest.raises(ValueError, match="same kind"):
         bayesian_gain(binomial([[0.2, 0.6]]), dirichlet(np.ones((1, 5, 1))), counts)
+
+
+def test_truth_metrics_know_a_model_whose_spread_follows_its_error():
+    from zoobot.core.metrics import truth_metrics
+    from zoobot.core.predictions import Predictions
+    from zoobot.core.schema import GZ_DECALS
+
+    rng = np.random.default_rng(0)
+    n, t = 40, 20
+    p = rng.uniform(0.2, 0.8, n)
+    error = np.linspace(0.0, 0.15, n)  # the model is wrong by more and more ...
+    spread = np.linspace(0.01, 0.2, n)  # ... and knows it
+    samples = np.clip(p + error, 0.01, 0.99)[:, None, None] + spread[:, None, None] * rng.standard_normal((n, 1, t))
+    samples = np.clip(samples, 1e-3, 1 - 1e-3)
+    predictions = Predictions(np.array([f"g{i}" for i in range(n)]), samples, "binomial", GZ_DECALS,
+                              "smooth-or-featured")
+    truth = np.full((n, GZ_DECALS.n_answers), np.nan)
+    truth[:, 0] = p
+    good = truth_metrics(predictions, truth)
+    assert good["smooth-or-featured_spread_error_spearman"] > 0.8
+    assert good["truth_rmse"] == pytest.approx(np.sqrt(np.mean((samples.mean(axis=2)[:, 0] - p) ** 2)))
+    noise = rng.standard_normal((n, 1, t))
+    overconfident = np.clip(np.clip(p + error, 0.01, 0.99)[:, None, None] + spread[::-1, None, None] * noise, 1e-3,
+                            1 - 1e-3)  # least sure where it is right, surest where it is wrong
+    backwards = Predictions(predictions.id_str, overconfident, "binomial", GZ_DECALS, "smooth-or-featured")
+    assert truth_metrics(backwards, truth)["spread_error_spearman"] < -0.5
+    unknown = truth_metrics(predictions, np.full_like(truth, np.nan))
+    assert np.isnan(unknown["truth_rmse"]) and np.isnan(unknown["spread_error_spearman"])

@@ -13,7 +13,7 @@ from zoobot import tracking
 from zoobot.core.model_meta import ModelMeta
 from zoobot.data.manifest import Manifest
 from zoobot.data.shards import read_split
-from zoobot.model.evaluate import EvaluateConfig, evaluate
+from zoobot.model.evaluate import EvaluateConfig, evaluate, known_truth
 from zoobot.model.network import BUNDLE_KERAS, ModelConfig, load_bundle, save_bundle
 from zoobot.model.predict import PredictConfig, predict, predict_split, read_predictions
 from zoobot.model.train import Checkpoint, TrainConfig, train
@@ -117,9 +117,12 @@ def test_evaluate_logs_metrics_coverage_and_figures(bundle, tiny_shards, sqlite_
     # the deterministic pass is the dropout-free network: the MC mean scatters around it
     assert not np.allclose(mc.samples[..., 0], single.samples[..., 0])
 
-    result = evaluate(mc, single, counts, images)
+    truth = known_truth(manifest, mc.id_str)  # tiny_shards come from a simulated survey
+    assert truth.shape == (len(mc.id_str), len(manifest.label_cols)) and np.isfinite(truth).all()
+    result = evaluate(mc, single, counts, images, truth=truth)
     for key in ("rmse", "mae", "smooth-or-featured_rmse", "smooth-or-featured_accuracy", "coverage_error_w5",
-                "coverage_error_w10", "mc_loglik", "deterministic_loglik", "loglik_gain"):
+                "coverage_error_w10", "mc_loglik", "deterministic_loglik", "loglik_gain", "truth_rmse",
+                "smooth-or-featured_truth_rmse", "spread_error_spearman"):
         assert key in result.metrics, key
     assert set(result.coverage["width"]) >= set(range(16))
 

@@ -74,14 +74,16 @@ def evaluate() -> click.Command:
         from zoobot import tracking
         from zoobot.data.manifest import Manifest
         from zoobot.model.evaluate import evaluate as run_evaluate
+        from zoobot.model.evaluate import known_truth
         from zoobot.model.network import load_bundle
         from zoobot.model.predict import predict_split
 
         with tracking.step_run("evaluate", config):
             model, meta = load_bundle(model_path)
             manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
-            result = run_evaluate(*predict_split(model, meta, manifest, config.split, config.n_samples,
-                                                 config.batch_size))
+            mc, single, counts, images = predict_split(model, meta, manifest, config.split, config.n_samples,
+                                                       config.batch_size)
+            result = run_evaluate(mc, single, counts, images, truth=known_truth(manifest, mc.id_str))
             tracking.log_evaluation(result, config.split)
         shown = {k: round(v, 4) for k, v in result.metrics.items() if "_" not in k or k.startswith("coverage_error")}
         click.echo(f"{config.split}: {shown}")

@@ -203,3 +203,38 @@ def bayesian_gain(mc_predictions: Predictions, deterministic_predictions: Predic
         result[f"{prefix}_coverage_error_w5"] = coverage_errors(table, widths=(5,), deviations=())["coverage_error_w5"]
     result["loglik_gain"] = result["mc_loglik"] - result["deterministic_loglik"]
     return result
+
+
+# -- against the truth (simulated surveys) ---------------------------------------------------------
+
+def truth_metrics(predictions: Predictions, truth: np.ndarray) -> dict[str, float]:
+    """How close the posterior-mean fractions are to the true answer probabilities, and whether the
+    model knows where it is wrong: the rank correlation over galaxies between the MC spread and the
+    error. Only a simulated survey has a truth (its `true_<answer>` columns).
+
+    `truth`: (n_galaxies, n_label_cols) true probabilities in `schema.label_cols` order (NaN where
+    unknown), aligned with `predictions.id_str`. Per question, a galaxy's error is the RMSE over the
+    answers (a binomial model: its first answer) and its spread the mean over answers of the standard
+    deviation over MC samples. Keys "<question>_truth_rmse", "<question>_spread_error_spearman", and
+    "truth_rmse", "spread_error_spearman": the means over questions. A spread that rises with the
+    error (> 0) is what BALD needs; a model least uncertain where it is most wrong steers it away from
+    what it most needs to learn.
+    """
+    from scipy.stats import spearmanr
+
+    result: dict[str, float] = {}
+    for question in predictions.questions:
+        a, b = _group(predictions, question)
+        fractions = predictions.sample_fractions(question)
+        true = np.asarray(truth, dtype=float)[:, a:b]
+        if predictions.kind == "binomial":
+            fractions, true = fractions[:, :1], true[:, :1]
+        known = np.isfinite(true).all(axis=1)
+        error = np.sqrt(np.mean((fractions.mean(axis=2) - true) ** 2, axis=1))[known]
+        spread = fractions.std(axis=2).mean(axis=1)[known]
+        result[f"{question}_truth_rmse"] = float(np.sqrt(np.mean(error**2))) if error.size else float("nan")
+        varied = error.size >= 3 and np.ptp(error) > 0 and np.ptp(spread) > 0
+        result[f"{question}_spread_error_spearman"] = float(spearmanr(spread, error).statistic) if varied else float("nan")
+    result["truth_rmse"] = _nanmean(result[f"{q}_truth_rmse"] for q in predictions.questions)
+    result["spread_error_spearman"] = _nanmean(result[f"{q}_spread_error_spearman"] for q in predictions.questions)
+    return result

@@ -41,7 +41,8 @@ class EvaluationResult:
 
 
 def evaluate(predictions: Predictions, deterministic: Predictions, counts: np.ndarray,
-             images: np.ndarray) -> EvaluationResult:
+             images: np.ndarray, truth: np.ndarray | None = None) -> EvaluationResult:
+    """`truth`: the true answer probabilities of a simulated survey (see `known_truth`), or None."""
     scores: dict[str, float] = {}
     scores.update(metrics.regression_metrics(predictions, counts))
     classification, confusion = metrics.classification_metrics(predictions, counts)
@@ -49,5 +50,27 @@ def evaluate(predictions: Predictions, deterministic: Predictions, counts: np.nd
     table = coverage.coverage_table(predictions, counts)
     scores.update(coverage.coverage_errors(table))
     scores.update(metrics.bayesian_gain(predictions, deterministic, counts))
+    if truth is not None:
+        scores.update(metrics.truth_metrics(predictions, truth))
     scores["n_galaxies"] = float(len(predictions.id_str))
     return EvaluationResult(scores, table, confusion, predictions, deterministic, counts, images)
+
+
+def known_truth(manifest, ids) -> np.ndarray | None:
+    """The true answer probabilities of `ids` (schema label-column order), when the catalog the shards
+    were converted from is a simulated survey still on this disk (its `true_<answer>` columns); else
+    None. Rows the catalog lacks are NaN."""
+    from pathlib import Path
+
+    from zoobot.data.catalog import read_table
+
+    path = Path(manifest.catalog.get("path", ""))
+    id_column = manifest.config.get("id_column") or manifest.schema_obj.id_column
+    columns = [f"true_{c}" for c in manifest.label_cols]
+    if not path.is_file():
+        return None
+    table = read_table(path, text_columns=(id_column,))
+    if id_column not in table.columns or not set(columns) <= set(table.columns):
+        return None
+    table = table.drop_duplicates(id_column).set_index(table[id_column].astype(str).str.strip())
+    return table.reindex([str(i) for i in ids])[columns].to_numpy(dtype=float)
