@@ -43,7 +43,8 @@ def main(argv=None) -> dict:
 
     from zoobot.bench import timing
     from zoobot.core.schema import GZ_DECALS
-    from zoobot.model.network import ModelConfig, build_model, deterministic_head_predict, mc_predict, split_trunk_head
+    from zoobot.model.network import ModelConfig, build_model
+    from zoobot.model.sampling import deterministic_head_predict, mc_predict, split_trunk_head
     from zoobot.model.precision import detect_hardware, resolve_precision
     from zoobot.model.train import TrainConfig, compile_model
 

@@ -479,3 +479,21 @@ def test_top_k_takes_the_highest_scores_and_breaks_ties_by_id():
         top_k(np.array([0.1, np.nan]), ids[:2], 1)
     with pytest.raises(ValueError, match="same length"):
         top_k(scores, ids[:4], 1)
+
+
+def test_power_selection_draws_in_proportion_to_the_score_and_repeats_with_the_seed():
+    from zoobot.core.acquisition import select
+
+    ids = np.array([f"g{i}" for i in range(200)])
+    scores = np.where(np.arange(200) < 100, 1.0, 9.0)  # the second half 9x as likely per draw
+    chosen = select(scores, ids, 20, "power", seed=4)
+    assert len(set(chosen)) == 20 and np.array_equal(chosen, select(scores, ids, 20, "power", seed=4))
+    assert not np.array_equal(chosen, select(scores, ids, 20, "power", seed=5))
+    picks = np.concatenate([select(scores, ids, 20, "power", seed=s) for s in range(50)])
+    high = np.isin(picks, ids[100:]).mean()
+    assert 0.8 < high < 0.97  # ~0.9 (9 / 10), never only the top scores as top-k would take
+    assert list(select(scores, ids, 3, "top")) == ["g100", "g101", "g102"]
+    with pytest.raises(ValueError, match="must be >= 0"):
+        select(-scores, ids, 3, "power")
+    with pytest.raises(ValueError, match="selection must be one of"):
+        select(scores, ids, 3, "best")

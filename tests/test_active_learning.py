@@ -150,3 +150,14 @@ def test_campaign_config_gives_each_arm_its_own_state():
     assert campaign.arm_config("bald").state.endswith("w/bald/state.db")
     with pytest.raises(ValueError, match="oracle must be"):
         ALConfig(state="x", oracle="email")
+
+
+def test_iterations_ahead_counts_where_an_arm_beats_random_after_the_shared_start():
+    from zoobot.active.loop import iterations_ahead
+
+    curves = {"bald": pd.DataFrame({"iteration": [1, 2, 3, 4], "n_labelled": [10, 20, 30, 40],
+                                    "test_loss": [5.0, 4.0, 3.5, 3.4]}),
+              "random": pd.DataFrame({"iteration": [1, 2, 3, 4], "n_labelled": [10, 20, 30, 40],
+                                      "test_loss": [5.0, 4.5, 3.4, 3.6]})}
+    assert iterations_ahead(curves) == {"bald": (2, 3)}
+    assert iterations_ahead({"bald": curves["bald"]}) == {}

@@ -45,7 +45,7 @@ def test_quick_mode_at_tiny_sizes_reports_every_figure(tmp_path, monkeypatch, us
         assert set(figure) == REPORT_FIELDS, key
         assert figure["target"] == SPECS[key][2]
         if key in SCIENCE_KEYS:
-            assert figure["value"] is None and "full mode only" in figure["notes"]
+            assert figure["value"] is None and "science figure: full or science mode" in figure["notes"]
         else:
             assert isinstance(figure["value"], float) and figure["repeats"] >= 1, key
             assert figure["spread"][0] <= figure["value"] <= figure["spread"][1], key
@@ -132,7 +132,11 @@ def test_sizes_follow_the_mode_and_the_overrides():
     assert resolve_sizes(BenchmarkConfig()).memory_pool == 10_000 and resolve_sizes(BenchmarkConfig()).science
     quick = resolve_sizes(BenchmarkConfig(quick=True, n_images=512))
     assert quick.n_images == 512 and not quick.science and quick.repeats == 3
-    assert resolve_sizes(BenchmarkConfig(quick=True, science=True)).science
+    assert resolve_sizes(BenchmarkConfig(quick=True, with_science=True)).science
+    science = resolve_sizes(BenchmarkConfig(science=True))
+    assert science.mode == "science" and science.science and not science.speed and science.science_seeds == 3
+    with pytest.raises(ValueError, match="choose one of quick, tiny and science"):
+        BenchmarkConfig(quick=True, science=True)
     with pytest.raises(ValueError, match="repeats"):
         BenchmarkConfig(repeats=-1)
 
@@ -142,3 +146,17 @@ def test_every_bench_module_is_under_400_lines():
     assert {name: n for name, n in lengths.items() if n >= MAX_MODULE_LINES} == {}
     assert {"benchmark.py", "config.py", "measurement.py", "speed.py", "memory.py", "science.py", "report.py"} \
         <= set(lengths)
+
+
+def test_a_science_figure_over_seeds_is_their_mean_and_is_unmeasured_if_one_seed_is():
+    from zoobot.bench.measurement import over_seeds
+
+    seeds = [Measurement("coverage_error_w5", v, notes="n") for v in (0.03, 0.05, 0.04)]
+    combined = over_seeds("coverage_error_w5", seeds, [0, 1, 2])
+    assert combined.value == pytest.approx(0.04) and combined.spread == (0.03, 0.05) and combined.passed is True
+    assert "Mean over seeds [0, 1, 2] (0.03, 0.05, 0.04)" in combined.notes and set(combined.details) == {
+        "seed_0", "seed_1", "seed_2"}
+    one_missing = over_seeds("label_efficiency", [Measurement("label_efficiency", 0.5),
+                                                  Measurement("label_efficiency", None)], [0, 1])
+    assert one_missing.value is None and one_missing.passed is None and "(0.5, -)" in one_missing.notes
+    assert Measurement("spread_error_spearman", 0.0).passed is False  # strictly above 0

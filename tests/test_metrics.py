@@ -204,3 +204,25 @@ def test_truth_metrics_know_a_model_whose_spread_follows_its_error():
     assert truth_metrics(backwards, truth)["spread_error_spearman"] < -0.5
     unknown = truth_metrics(predictions, np.full_like(truth, np.nan))
     assert np.isnan(unknown["truth_rmse"]) and np.isnan(unknown["spread_error_spearman"])
+
+
+def test_truth_metrics_compare_the_model_with_the_volunteers_own_noise():
+    from zoobot.core.metrics import truth_metrics
+    from zoobot.core.predictions import Predictions
+    from zoobot.core.schema import GZ_DECALS
+
+    rng = np.random.default_rng(1)
+    n, t, volunteers = 500, 10, 40
+    p = rng.uniform(0.1, 0.9, n)
+    counts = np.zeros((n, GZ_DECALS.n_answers))
+    counts[:, 0] = rng.binomial(volunteers, p)
+    counts[:, 1] = volunteers - counts[:, 0]
+    truth = np.full((n, GZ_DECALS.n_answers), np.nan)
+    truth[:, 0], truth[:, 1] = p, 1 - p
+    exact = Predictions(np.array([f"g{i}" for i in range(n)]), np.repeat(p[:, None, None], t, axis=2), "binomial",
+                        GZ_DECALS, "smooth-or-featured")
+    scores = truth_metrics(exact, truth, counts)
+    expected_floor = np.sqrt(np.mean(p * (1 - p) / volunteers))  # binomial noise of 40 votes
+    assert scores["smooth-or-featured_noise_floor"] == pytest.approx(expected_floor, rel=0.1)
+    assert scores["smooth-or-featured_truth_rmse_ratio"] == pytest.approx(0.0, abs=1e-6)
+    assert "truth_rmse_ratio" not in truth_metrics(exact, truth)

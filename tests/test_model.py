@@ -15,14 +15,8 @@ import tensorflow as tf
 
 from tests.conftest import cascade_counts
 from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
-from zoobot.model.network import (
-    MCDropout,
-    ModelConfig,
-    build_model,
-    mc_predict,
-    mc_predict_naive,
-    split_trunk_head,
-)
+from zoobot.model.network import MCDropout, ModelConfig, build_model
+from zoobot.model.sampling import mc_predict, mc_predict_naive, split_trunk_head
 from zoobot.core.schema import GZ_DECALS
 
 TINY = dict(filters="4,8", dense_units=16)  # two blocks: enough structure, a few thousand weights
@@ -221,16 +215,47 @@ def test_split_puts_every_mc_dropout_in_the_head(vgg):
     assert trunk.output.shape[-1] == 16 and head.output.shape[-1] == GZ_DECALS.n_answers
 
 
-def test_split_refuses_a_stochastic_layer_in_the_trunk():
+def test_split_cuts_at_the_first_mc_dropout():
     inputs = keras.Input((8,))
-    x = MCDropout(0.5, name="early_dropout")(inputs)
+    x = keras.layers.Dense(6, name="deterministic")(inputs)
+    x = MCDropout(0.5, name="early_dropout")(x)
     x = keras.layers.Dense(4, name="features")(x)
     model = keras.Model(inputs, keras.layers.Dense(2)(MCDropout(0.5)(x)))
-    with pytest.raises(ValueError, match=r"stochastic layers \['early_dropout'\] before 'features'"):
+    trunk, head = split_trunk_head(model)
+    assert [layer.name for layer in trunk.layers][-1] == "deterministic"
+    assert [type(layer) for layer in head.layers].count(MCDropout) == 2
+    no_dropout = keras.Model(inputs, keras.layers.Dense(2)(inputs))
+    with pytest.raises(ValueError, match="no MCDropout layer"):
+        mc_predict(no_dropout, np.zeros((2, 8)), 3)
+
+
+def test_split_refuses_a_dropout_nested_in_a_sub_model():
+    inner_in = keras.Input((8,))
+    backbone = keras.Model(inner_in, MCDropout(0.5, name="nested_dropout")(inner_in), name="backbone")
+    inputs = keras.Input((8,))
+    model = keras.Model(inputs, keras.layers.Dense(2)(MCDropout(0.5)(backbone(inputs))))
+    with pytest.raises(ValueError, match=r"stochastic layers \['nested_dropout'\] inside a sub-model"):
         split_trunk_head(model)
-    no_marker = keras.Model(inputs, keras.layers.Dense(2)(inputs))
-    with pytest.raises(ValueError, match="no layer named 'features'"):
-        mc_predict(no_marker, np.zeros((2, 8)), 3)
+
+
+def test_trunk_dropout_samples_vary_in_the_conv_blocks_and_repeat_with_the_seed():
+    from zoobot.model.sampling import reseed
+
+    model = build_model(ModelConfig(**TINY, trunk_dropout_rate=0.2, batch_norm=True, pooling="avg"),
+                        GZ_DECALS, (32, 32, 1))
+    trunk, head = split_trunk_head(model)
+    assert [layer.name for layer in head.layers if isinstance(layer, MCDropout)] == [
+        "block1_mc_dropout", "block2_mc_dropout", "mc_dropout"]
+    x = images(3, seed=4)
+    reseed(model, 5)
+    first = mc_predict(model, x, 6, trunk_head=(trunk, head))
+    reseed(model, 5)
+    again = mc_predict(model, x, 6, trunk_head=(trunk, head))
+    np.testing.assert_array_equal(first, again)
+    assert first.std(axis=-1).mean() > 0
+    conv_only = build_model(ModelConfig(**TINY, conv_dropout_rate=0.3), GZ_DECALS, (32, 32, 1))
+    trunk, head = split_trunk_head(conv_only)
+    assert trunk.layers[-1].name == "flatten" and head.layers[1].name == "conv_mc_dropout"
 
 
 def test_mc_predict_agrees_with_full_passes_up_to_mc_noise(vgg):

@@ -12,16 +12,8 @@ from tests.conftest import TINY_MODEL
 from zoobot.core.model_meta import ModelMeta
 from zoobot.core.schema import GZ_DECALS
 from zoobot.model import precision
-from zoobot.model.network import (
-    BUNDLE_KERAS,
-    ModelConfig,
-    build_model,
-    deterministic_head_predict,
-    load_bundle,
-    mc_predict,
-    save_bundle,
-    split_trunk_head,
-)
+from zoobot.model.network import BUNDLE_KERAS, ModelConfig, build_model, load_bundle, save_bundle
+from zoobot.model.sampling import deterministic_head_predict, mc_predict, split_trunk_head
 from zoobot.model.precision import cpu_flags, model_precision, resolve_precision
 
 AMX_CPU = frozenset({"avx512f", "amx_tile", "amx_bf16", "avx512_bf16"})
@@ -172,3 +164,13 @@ def test_one_bfloat16_epoch_trains_to_a_finite_loss(tiny_shards, tmp_path):
     assert np.isfinite(result.history["val_fraction_rmse"][0])
     assert model_precision(result.model) == "bfloat16"
     assert result.model.predict(images(2, channels=manifest.image_shape[-1]), verbose=0).dtype == np.float32
+
+
+def test_a_binomial_model_saved_without_a_question_means_the_schemas_first():
+    """`zoobot train --output binomial` leaves question '' (= the first question); a model saved so,
+    and older ones saved with question None, must still be read as modelling that question."""
+    meta = ModelMeta(GZ_DECALS.to_dict(), "binomial", None)
+    assert meta.question == GZ_DECALS.question_names[0] == "smooth-or-featured"
+    assert ModelMeta.from_dict({**meta.to_dict(), "question": None}).question == "smooth-or-featured"
+    samples = np.full((2, 1, 3), 0.5, dtype=np.float32)
+    assert meta.predictions(["a", "b"], samples).question == "smooth-or-featured"

@@ -98,7 +98,8 @@ def in_order(predictions, ids):
 
 def test_spark_udf_gives_mc_dropout_samples_like_mc_predict(spark, registered_model, galaxies, tmp_path):
     from zoobot import tracking
-    from zoobot.model.network import load_bundle, mc_predict
+    from zoobot.model.network import load_bundle
+    from zoobot.model.sampling import mc_predict
     from zoobot.tracking.spark import collect_predictions, images_frame, score_with_spark
 
     ids, images = galaxies

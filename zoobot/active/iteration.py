@@ -28,13 +28,8 @@ from zoobot.core.model_meta import ModelMeta
 from zoobot.core.predictions import Predictions
 from zoobot.data.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
 from zoobot.data.shards import make_dataset, read_split
-from zoobot.model.network import (
-    ModelConfig,
-    mc_predict,
-    reseed,
-    save_bundle,
-    split_trunk_head,
-)
+from zoobot.model.network import ModelConfig, save_bundle
+from zoobot.model.sampling import mc_predict, reseed, split_trunk_head
 from zoobot.model.precision import config_precision
 from zoobot.model.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train
 
@@ -112,7 +107,9 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
     """Train on everything labelled so far; evaluate on the fixed test split; save the model."""
     folder = iteration_dir(state, iteration)
     train_config = TrainConfig(shards=str(manifest.root), epochs=config.epochs, batch_size=config.batch_size,
-                               learning_rate=config.learning_rate, patience=config.patience, seed=config.seed)
+                               learning_rate=config.learning_rate, schedule=config.schedule,
+                               weight_decay=config.weight_decay, min_epochs=config.min_epochs,
+                               patience=config.patience, seed=config.seed)
     ids = state.labelled_ids()
     labels = state.labels(ids)
     channels = manifest.image_shape[-1]

@@ -32,6 +32,9 @@ class ALConfig:
     acquisition: str = field(default="bald", metadata={
         "help": f"Acquisition function: {', '.join(sorted(acquisition.ACQUISITIONS))} (or one you registered)."})
     n_acquire: int = field(default=128, metadata={"help": "Galaxies sent to volunteers per iteration."})
+    selection: str = field(default="top", metadata={
+        "help": "How the batch is taken from the scores: 'top' (the n_acquire best) or 'power' (drawn in proportion "
+                "to the score: informative galaxies, spread over the pool; Kirsch et al. 2023)."})
     n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy."})
     n_volunteers: float = field(default=40.0, metadata={
         "help": "Volunteers expected to classify each galaxy (sets N in the vote likelihoods)."})
@@ -44,7 +47,11 @@ class ALConfig:
         "help": "Start training from the previous iteration's model instead of from scratch."})
     epochs: int = field(default=10, metadata={"help": "Maximum epochs per iteration."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
+    schedule: str = field(default="constant", metadata={
+        "help": "Learning rate over each iteration's training: 'constant' or 'cosine' (warm-up, then decay)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; 0 = plain Adam."})
+    min_epochs: int = field(default=0, metadata={"help": "Early stopping never stops before this epoch."})
     patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of random acquisition."})
     registered_model_name: str = field(default="", metadata={
@@ -55,6 +62,8 @@ class ALConfig:
         problems = []
         if self.oracle not in ("simulated", "zooniverse"):
             problems.append(f"oracle must be 'simulated' or 'zooniverse', got {self.oracle!r}")
+        if self.selection not in acquisition.SELECTIONS:
+            problems.append(f"selection must be one of {list(acquisition.SELECTIONS)}, got {self.selection!r}")
         if self.n_acquire < 1:
             problems.append(f"n_acquire must be >= 1, got {self.n_acquire}")
         if self.n_samples < 1:
@@ -146,8 +155,9 @@ def run_iteration(state: PoolState, steps: Steps, config: ALConfig) -> Iteration
 
     if not state.is_done(iteration, "acquire"):
         table = state.scores(iteration)
-        chosen = acquisition.top_k(table["score"].to_numpy(), table["id_str"].to_numpy(),
-                                   min(config.n_acquire, len(table)))
+        chosen = acquisition.select(table["score"].to_numpy(), table["id_str"].to_numpy(),
+                                    min(config.n_acquire, len(table)), config.selection,
+                                    seed=config.seed + 1000 * iteration + 7)
         with state.stage(iteration, "acquire") as info:
             state.acquire(iteration, list(chosen))
             info["n_acquired"] = len(chosen)
@@ -205,6 +215,24 @@ def labels_needed(curves: dict[str, pd.DataFrame], baseline: str = "random",
         return float("nan"), f"no arm reached the {baseline} arm's final {metric} ({target:.4f})"
     best = min(reached.values())
     return 1.0 - best / base_needed, ""
+
+
+def iterations_ahead(curves: dict[str, pd.DataFrame], baseline: str = "random",
+                     metric: str = "test_loss") -> dict[str, tuple[int, int]]:
+    """Per arm other than the baseline: (iterations after the first at which its metric is below the
+    baseline's at the same iteration, iterations compared). The first iteration is trained on the
+    shared starting labels, so arms can only differ from the second on."""
+    if baseline not in curves:
+        return {}
+    base = curves[baseline].sort_values("iteration").set_index("iteration")[metric]
+    result = {}
+    for arm, curve in curves.items():
+        if arm == baseline:
+            continue
+        mine = curve.sort_values("iteration").set_index("iteration")[metric]
+        shared = [i for i in mine.index.intersection(base.index) if i > min(base.index)]
+        result[arm] = (sum(bool(mine[i] < base[i]) for i in shared), len(shared))
+    return result
 
 
 def _first_reaching(curve: pd.DataFrame, metric: str, target: float) -> float:

@@ -17,8 +17,10 @@ Figures, in the order they run (targets from the project's issue 6), and where e
    per-epoch metrics, model, curves) against plain `train` with no MLflow, in a throwaway SQLite store.
 4. convert_2_workers, convert_1_worker (speed): `convert` against a bare decode+resize loop.
 5. predict_memory_ratio (memory): peak RSS of `predict` over a pool 4x larger, each in a fresh process.
-7-9. label_efficiency (the real campaign, zoobot.workflows.campaign.run_campaign), coverage_error_w5/_w10,
-   recovery_rmse_ratio (science): on a simulated survey (full mode, or `science=True`).
+7-9. label_efficiency and label_efficiency_dirichlet (the real campaign, zoobot.workflows.campaign.run_campaign,
+   for the binomial and the tree model), coverage_error_w5/_w10, recovery_rmse_ratio, spread_error_spearman
+   (science): on simulated surveys, in full mode (one seed) and science mode (three seeds, figures 7-9
+   alone), or quick/tiny with `with_science=True`.
 
 Everything is written to a temporary folder (or `work_dir`) and removed afterwards; the runs the
 real workflows open go to a throwaway tracking store (zoobot.bench.scratch).
@@ -56,25 +58,31 @@ def run_benchmarks(config: BenchmarkConfig, say=print) -> list[Measurement]:
 
     progress(f"Benchmark, {sizes.mode} mode: {sizes.repeats} repetition(s); sizes {asdict(sizes)}")
     with _work_dir(config.work_dir) as root:
-        progress("Preparing data: simulated survey, shards, PNGs to convert ...")
-        data = prepare_speed_data(root, sizes, config.seed)
         measurements = []
-        progress("Figures 1 and 6: prediction and acquisition speed ...")
-        measurements += prediction_figures(data["shards"], sizes, root, config.seed)
-        progress("Figures 2 and 3: training input and tracking overhead (run_training) ...")
-        measurements += training_figures(data["shards"], sizes, root, config.seed)
-        progress("Figure 4: conversion speed ...")
-        measurements += conversion_figures(data["convert_catalog"], sizes, root)
-        progress("Figure 5: prediction memory ...")
-        measurements.append(memory_figure(root, sizes, config.seed))
+        if sizes.speed:
+            measurements += speed_figures(root, sizes, config.seed, progress)
         if sizes.science:
-            progress("Figures 7-9: label efficiency (run_campaign), calibration, recovery ...")
+            progress(f"Figures 7-9 over {sizes.science_seeds} seed(s): label efficiency (run_campaign), calibration, "
+                     "recovery, spread ...")
             measurements += science_figures(root, sizes, config.seed, progress)
-        else:
-            measurements += [Measurement(key, None, notes="full mode only (run without --quick, or with --science "
-                                                          "true)") for key in SCIENCE_KEYS]
     by_key = {m.key: m for m in measurements}
-    return [by_key[key] for key in SPECS]
+    missing = {key: "science figure: full or science mode (or quick/tiny with --with-science true)"
+               if key in SCIENCE_KEYS else "speed figure: not measured in science mode" for key in SPECS}
+    return [by_key.get(key) or Measurement(key, None, notes=missing[key]) for key in SPECS]
+
+
+def speed_figures(root: Path, sizes: Sizes, seed: int, progress) -> list[Measurement]:
+    progress("Preparing data: simulated survey, shards, PNGs to convert ...")
+    data = prepare_speed_data(root, sizes, seed)
+    progress("Figures 1 and 6: prediction and acquisition speed ...")
+    measurements = prediction_figures(data["shards"], sizes, root, seed)
+    progress("Figures 2 and 3: training input and tracking overhead (run_training) ...")
+    measurements += training_figures(data["shards"], sizes, root, seed)
+    progress("Figure 4: conversion speed ...")
+    measurements += conversion_figures(data["convert_catalog"], sizes, root)
+    progress("Figure 5: prediction memory ...")
+    measurements.append(memory_figure(root, sizes, seed))
+    return measurements
 
 
 @contextlib.contextmanager

@@ -18,13 +18,16 @@ class BenchmarkConfig:
     tiny: bool = field(default=False, metadata={
         "help": "The smallest sizes, to check that the harness runs (about a minute); the values mean little."})
     science: bool = field(default=False, metadata={
+        "help": "Science mode: the science figures 7-9 alone, each over three seeds (mean and min-max), at the "
+                "science sizes (at most an hour on 2 cores); no speed or memory figures."})
+    with_science: bool = field(default=False, metadata={
         "help": "Also measure the science figures 7-9 in quick/tiny mode, at that mode's sizes (flagged)."})
     repeats: int = field(default=0, metadata={
         "help": "Repetitions per figure (0 = mode default: full 5, quick 3, tiny 1)."})
     output: str = field(default="data/benchmark.json", metadata={
         "help": "Where to write the JSON report (also logged as benchmark.json in the run)."})
     image_size: int = field(default=0, metadata={
-        "help": "Image size of the speed figures 1-3 (0 = mode default: full 64, quick 32, tiny 16)."})
+        "help": "Image size of the speed figures 1-3 (0 = mode default: full and quick 64, tiny 16)."})
     n_images: int = field(default=0, metadata={
         "help": "Galaxies predicted and trained on in figures 1-3 (0 = mode default: full 2048, quick 1024, tiny 64)."})
     n_samples: int = field(default=30, metadata={"help": "MC-dropout samples T of figures 1, 5 and 6."})
@@ -34,7 +37,8 @@ class BenchmarkConfig:
         "help": f"Smaller pool of figure 5; the larger is {MEMORY_SCALE}x (0 = mode default: full 10000, "
                 "quick 2500, tiny 200)."})
     science_galaxies: int = field(default=0, metadata={
-        "help": "Simulated galaxies of figures 7-9 (0 = mode default: full 3000, quick 600, tiny 120)."})
+        "help": "Simulated galaxies of the calibration model of figures 8-9 (0 = mode default: full and science "
+                "3000, quick 600, tiny 120); the campaigns of figure 7 have their own survey."})
     seed: int = field(default=0, metadata={"help": "Seed of the simulated surveys, models and splits."})
     work_dir: str = field(default="", metadata={
         "help": "Folder for the benchmark's data (default: a temporary folder, removed afterwards)."})
@@ -55,6 +59,10 @@ class BenchmarkConfig:
         if self.convert_galaxies and self.convert_galaxies < 32:
             problems.append(f"convert_galaxies must be >= 32 (fewer are converted without worker processes), "
                             f"got {self.convert_galaxies}")
+        if self.science and (self.quick or self.tiny):
+            problems.append("choose one of quick, tiny and science (each mode has its own sizes)")
+        if self.science and self.with_science:
+            problems.append("with_science adds the science figures to quick or tiny mode; science mode has them")
         if not str(self.output).strip():
             problems.append("output must be a file path for the JSON report")
         if problems:
@@ -62,7 +70,7 @@ class BenchmarkConfig:
 
     @property
     def mode(self) -> str:
-        return "tiny" if self.tiny else "quick" if self.quick else "full"
+        return "tiny" if self.tiny else "quick" if self.quick else "science" if self.science else "full"
 
 
 @dataclass(frozen=True)
@@ -82,7 +90,9 @@ class Sizes:
     convert_source_size: int  # the PNGs being converted are this large (Galaxy Zoo shows 424x424)
     memory_pool: int
     memory_image_size: int
-    science: bool
+    science: bool  # measure figures 7-9
+    speed: bool  # measure figures 1-6 and 12
+    science_seeds: int  # each science figure over this many seeds
     science_galaxies: int
     science_image_size: int
     science_epochs: int
@@ -91,30 +101,35 @@ class Sizes:
     al_iterations: int
     al_epochs: int
     al_samples: int
+    al_galaxies: int  # the campaigns' survey (science_galaxies is the calibration model's)
     warm_up: bool = True  # one untimed run of each path first (tiny mode skips it: its values mean little)
 
 
 PRESETS = {
     "full": Sizes("full", repeats=5, image_size=64, n_images=2048, naive_images=512, n_samples=30,
                   filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=2000,
-                  convert_source_size=424, memory_pool=10_000, memory_image_size=16, science=True,
-                  science_galaxies=3000, science_image_size=64, science_epochs=15, al_initial=256, al_acquire=128,
-                  al_iterations=5, al_epochs=10, al_samples=15),
-    "quick": Sizes("quick", repeats=3, image_size=32, n_images=1024, naive_images=256, n_samples=30,
+                  convert_source_size=424, memory_pool=10_000, memory_image_size=16, science=True, speed=True,
+                  science_seeds=1, science_galaxies=3000, science_image_size=64, science_epochs=30, al_initial=100,
+                  al_acquire=50, al_iterations=4, al_epochs=15, al_samples=15, al_galaxies=1500),
+    "quick": Sizes("quick", repeats=3, image_size=64, n_images=1024, naive_images=256, n_samples=30,
                    filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=600,
-                   convert_source_size=424, memory_pool=2500, memory_image_size=16, science=False,
-                   science_galaxies=600, science_image_size=32, science_epochs=4, al_initial=64, al_acquire=32,
-                   al_iterations=3, al_epochs=3, al_samples=10),
+                   convert_source_size=424, memory_pool=2500, memory_image_size=16, science=False, speed=True,
+                   science_seeds=1, science_galaxies=600, science_image_size=32, science_epochs=4, al_initial=64,
+                   al_acquire=32, al_iterations=3, al_epochs=3, al_samples=10, al_galaxies=600),
     "tiny": Sizes("tiny", repeats=1, image_size=16, n_images=64, naive_images=32, n_samples=30,
                   filters="4,8", dense_units=16, train_epochs=1, batch_size=16, convert_galaxies=48,
-                  convert_source_size=64, memory_pool=200, memory_image_size=16, science=False,
-                  science_galaxies=120, science_image_size=32, science_epochs=1, al_initial=24, al_acquire=8,
-                  al_iterations=2, al_epochs=1, al_samples=4, warm_up=False),
+                  convert_source_size=64, memory_pool=200, memory_image_size=16, science=False, speed=True,
+                  science_seeds=1, science_galaxies=120, science_image_size=32, science_epochs=1, al_initial=24,
+                  al_acquire=8, al_iterations=2, al_epochs=1, al_samples=4, al_galaxies=120, warm_up=False),
 }
+
+
+# figures 7-9 alone, over seeds: what the science is judged by (at most an hour on 2 cores)
+PRESETS["science"] = replace(PRESETS["full"], mode="science", repeats=1, speed=False, science_seeds=3)
 
 
 def resolve_sizes(config: BenchmarkConfig) -> Sizes:
     sizes = PRESETS[config.mode]
     overrides = {name: getattr(config, name) for name in OVERRIDABLE if getattr(config, name)}
-    sizes = replace(sizes, **overrides, n_samples=config.n_samples, science=sizes.science or config.science)
+    sizes = replace(sizes, **overrides, n_samples=config.n_samples, science=sizes.science or config.with_science)
     return replace(sizes, naive_images=min(sizes.naive_images, sizes.n_images))

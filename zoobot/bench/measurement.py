@@ -11,24 +11,30 @@ import numpy as np
 
 from zoobot.bench.config import MEMORY_SCALE, QUESTION
 
-# key -> (title, comparison, target, unit); the order is the table's. Targets from the project's issue 6.
+# key -> (title, comparison, target, unit); the order is the table's. Targets from the project's issues 6 and 13.
 SPECS = {
     "mc_speedup": ("1. predict T=30 vs T full passes (galaxies/s ratio)", ">=", 15.0, "x"),
-    "mc_cost_vs_single_pass": ("1. predict T=30 time / one deterministic pass", "<=", 1.5, "x"),
+    "mc_cost_vs_single_pass": ("1. predict T=30 time / one deterministic pass", "<=", 1.2, "x"),
     "train_input_ratio": ("2. train from shards+aug / fit on numpy (images/s)", ">=", 0.85, "x"),
     "tracking_overhead": ("3. training job wall time, logged run_training / plain train", "<=", 1.03, "x"),
     "convert_2_workers": ("4. convert, 2 workers / bare decode+resize (images/s)", ">=", 1.6, "x"),
     "convert_1_worker": ("4. convert, 1 worker / bare decode+resize (images/s)", ">=", 0.7, "x"),
     "predict_memory_ratio": (f"5. predict peak RSS, {MEMORY_SCALE}x pool / 1x pool", "<=", 1.1, "x"),
     "bald_fraction": ("6. BALD time / predict time of the same samples", "<", 0.05, "fraction"),
-    "label_efficiency": ("7. labels BALD needs / random needs (random's final loss)", "<=", 0.65, "fraction"),
-    "coverage_error_w5": (f"8. coverage error {QUESTION}, +-5 votes", "<=", 0.106, "fraction"),
+    "label_efficiency": (f"7. labels BALD needs / random needs, binomial {QUESTION} model", "<=", 0.65,
+                         "fraction"),
+    "label_efficiency_dirichlet": ("7. labels BALD needs / random needs, Dirichlet tree model", "<=", 0.65,
+                                   "fraction"),
+    "coverage_error_w5": (f"8. coverage error {QUESTION}, +-5 votes", "<=", 0.05, "fraction"),
     "coverage_error_w10": (f"8. coverage error {QUESTION}, +-10 votes", "<=", 0.029, "fraction"),
-    "recovery_rmse_ratio": ("9. RMSE predicted vs true / RMSE vote fractions vs true", "<=", 1.0, "x"),
+    "recovery_rmse_ratio": ("9. RMSE predicted vs true / RMSE vote fractions vs true", "<=", 1.5, "x"),
+    "spread_error_spearman": (f"9. rank correlation of MC spread with error vs truth, {QUESTION}", ">", 0.0,
+                              "correlation"),
 }
-SCIENCE_KEYS = ("label_efficiency", "coverage_error_w5", "coverage_error_w10", "recovery_rmse_ratio")
+SCIENCE_KEYS = ("label_efficiency", "label_efficiency_dirichlet", "coverage_error_w5", "coverage_error_w10",
+                "recovery_rmse_ratio", "spread_error_spearman")
 PASSES = {">=": lambda value, target: value >= target, "<=": lambda value, target: value <= target,
-          "<": lambda value, target: value < target}
+          "<": lambda value, target: value < target, ">": lambda value, target: value > target}
 
 
 @dataclass(frozen=True)
@@ -68,6 +74,22 @@ class Measurement:
                 "spread": None if self.spread is None else [_number(v) for v in self.spread],
                 "repeats": len(self.values), "values": [_number(v) for v in self.values],
                 "passed": self.passed, "notes": self.notes, "details": _jsonable(self.details)}
+
+
+def over_seeds(key: str, per_seed: list[Measurement], seeds: list[int]) -> Measurement:
+    """One science figure over several seeds: the mean, with the min-max over seeds as its spread.
+    A seed whose figure could not be computed (BALD never reached random's final loss) leaves the
+    figure unmeasured: a mean over the other seeds would flatter it."""
+    values = tuple(m.value for m in per_seed)
+    finite = [v for v in values if v is not None and np.isfinite(v)]
+    notes = per_seed[0].notes if per_seed else ""
+    if len(per_seed) > 1:
+        shown = ", ".join("-" if v is None else f"{v:.3g}" for v in values)
+        notes = f"Mean over seeds {seeds} ({shown}); spread: min-max over seeds. " + notes
+    details = {f"seed_{s}": {"value": m.value, "notes": m.notes, **m.details} for s, m in zip(seeds, per_seed)}
+    if not finite or len(finite) < len(values):
+        return Measurement(key, None, None, tuple(finite), notes, details)
+    return Measurement(key, float(np.mean(finite)), (min(finite), max(finite)), tuple(finite), notes, details)
 
 
 def measured(key: str, values, notes: str = "", **details) -> Measurement:

@@ -1,6 +1,8 @@
-"""The science figures on a simulated survey, whose true vote probabilities are known: label
-efficiency of the real active-learning campaign (7), calibration of the posteriors (8), and how
-close the predicted fractions come to the truth against the volunteers' own (9)."""
+"""The science figures on simulated surveys, whose true vote probabilities are known: label efficiency
+of the real active-learning campaign for the binomial smooth-or-featured model and the Dirichlet tree
+model (7), calibration of the posteriors (8), how close the predicted fractions come to the truth
+against the volunteers' own, and whether the MC spread follows the error (9). Each over
+`sizes.science_seeds` seeds: a new survey, split, initialisation and campaign per seed."""
 
 from __future__ import annotations
 
@@ -11,21 +13,30 @@ import numpy as np
 from zoobot.bench import timing
 from zoobot.bench.config import QUESTION, Sizes
 from zoobot.bench.data import simulate
-from zoobot.bench.measurement import Measurement
+from zoobot.bench.measurement import SCIENCE_KEYS, Measurement, over_seeds
 from zoobot.bench.scratch import in_own_thread, scratch_experiment
 
 ARMS = "bald,random"
-AL_PATIENCE = 3
+CAMPAIGN_MODELS = {"label_efficiency": "binomial", "label_efficiency_dirichlet": "dirichlet"}
 
 
 def science_figures(root: Path, sizes: Sizes, seed: int, say=print) -> list[Measurement]:
-    flag = "" if sizes.mode == "full" else f" Measured at {sizes.mode} sizes: not comparable with the paper."
-    survey = simulate(root / "science_survey", sizes.science_galaxies, sizes.science_image_size, seed + 1)
-    say("  calibration and recovery: training a model on the survey ...")
-    calibration = calibration_figures(root, survey, sizes, seed, flag)
-    say("  label efficiency: BALD and random campaigns ...")
-    shards = active_learning_shards(root, survey, sizes, seed)
-    return [label_efficiency_figure(root, shards, sizes, seed, flag, say), *calibration]
+    flag = "" if sizes.mode in ("full", "science") else f" Measured at {sizes.mode} sizes: not comparable with the paper."
+    seeds = [seed + i for i in range(sizes.science_seeds)]
+    per_seed: dict[str, list[Measurement]] = {key: [] for key in SCIENCE_KEYS}
+    for s in seeds:
+        folder = root / f"science_seed_{s}"
+        say(f"  seed {s}: calibration, recovery and spread: training the tree model ...")
+        survey = simulate(folder / "science_survey", sizes.science_galaxies, sizes.science_image_size, s + 1)
+        for measurement in calibration_figures(folder, survey, sizes, s, flag):
+            per_seed[measurement.key].append(measurement)
+        al_survey = simulate(folder / "al_survey", sizes.al_galaxies, sizes.science_image_size, s + 101)
+        shards = active_learning_shards(folder, al_survey, sizes, s)
+        for key, output in CAMPAIGN_MODELS.items():
+            say(f"  seed {s}: label efficiency of the {output} model: BALD and random campaigns ...")
+            per_seed[key].append(label_efficiency_figure(folder / output, shards, sizes, s, flag, say,
+                                                         output=output, key=key))
+    return [over_seeds(key, per_seed[key], seeds) for key in SCIENCE_KEYS]
 
 
 # -- 7: label efficiency ------------------------------------------------------------------------------
@@ -41,26 +52,29 @@ def active_learning_shards(root: Path, survey, sizes: Sizes, seed: int) -> Path:
 
 
 def campaign_config(shards: Path, root: Path, sizes: Sizes, seed: int):
+    """The campaign `zoobot active_learning` runs by default, at the benchmark's sizes."""
     from zoobot.workflows.campaign import CampaignConfig
 
     return CampaignConfig(shards=str(shards), work_dir=str(root / "campaign"), arms=ARMS,
                           iterations=sizes.al_iterations, n_acquire=sizes.al_acquire, n_samples=sizes.al_samples,
-                          epochs=sizes.al_epochs, patience=AL_PATIENCE, seed=seed)
+                          epochs=sizes.al_epochs, seed=seed)
 
 
-def label_efficiency_figure(root: Path, shards: Path, sizes: Sizes, seed: int, flag: str, say=print) -> Measurement:
-    """zoobot.workflows.campaign.run_campaign, as `zoobot active_learning` runs it, with its MLflow
-    runs in a throwaway store."""
+def label_efficiency_figure(root: Path, shards: Path, sizes: Sizes, seed: int, flag: str, say=print,
+                            output: str = "binomial", key: str = "label_efficiency") -> Measurement:
+    """zoobot.workflows.campaign.run_campaign, as `zoobot active_learning` runs it (default model
+    settings but the output), with its MLflow runs in a throwaway store."""
     from zoobot.model.network import ModelConfig
     from zoobot.workflows.campaign import run_campaign
 
     config = campaign_config(shards, root, sizes, seed)
     with scratch_experiment(root / "al_tracking"), timing.quiet():
-        outcome = in_own_thread(run_campaign, config, ModelConfig(), say=lambda text: say(f"    {text}"))
-    return label_efficiency(outcome, sizes, flag)
+        outcome = in_own_thread(run_campaign, config, ModelConfig(output=output),
+                                say=lambda text: say(f"    {text}"))
+    return label_efficiency(outcome, sizes, flag, key)
 
 
-def label_efficiency(outcome, sizes: Sizes, flag: str) -> Measurement:
+def label_efficiency(outcome, sizes: Sizes, flag: str, key: str = "label_efficiency") -> Measurement:
     """Labels BALD needs / labels random needs, from a campaign's learning curves and label saving."""
     saving, curves = outcome.label_saving, outcome.curves
     value = float(1.0 - saving) if np.isfinite(saving) else None
@@ -70,7 +84,7 @@ def label_efficiency(outcome, sizes: Sizes, flag: str) -> Measurement:
              f"{sizes.al_initial} labelled galaxies, {sizes.al_iterations} iterations of {sizes.al_acquire} acquired "
              f"(T={sizes.al_samples}); test loss by labelled count: {curve_text}."
              + (f" Not computed: {outcome.reason}." if value is None else "") + flag)
-    return Measurement("label_efficiency", value, None, () if value is None else (value,), notes,
+    return Measurement(key, value, None, () if value is None else (value,), notes,
                        {arm: c.to_dict(orient="list") for arm, c in curves.items()})
 
 
@@ -84,18 +98,22 @@ def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
     from zoobot.data.manifest import Manifest
     from zoobot.model.network import ModelConfig
     from zoobot.model.predict import predict_split
+    from zoobot.core.metrics import truth_metrics
+    from zoobot.model.evaluate import known_truth
     from zoobot.model.train import Checkpoint, TrainConfig, train
 
     manifest = Manifest.read(convert(ConvertConfig(
         catalog=str(survey.catalog_path), output_dir=str(root / "science_shards"),
         image_size=sizes.science_image_size, seed=seed)).manifest.root)
     with timing.quiet():
-        trained = train(TrainConfig(shards=str(manifest.root), epochs=sizes.science_epochs, batch_size=64, patience=4,
-                                    seed=seed), ModelConfig(), manifest, Checkpoint(root / "science_checkpoint"))
+        # the default recipe (zoobot train's), for the mode's number of epochs
+        trained = train(TrainConfig(shards=str(manifest.root), epochs=sizes.science_epochs, seed=seed), ModelConfig(),
+                        manifest, Checkpoint(root / "science_checkpoint"))
     meta = ModelMeta(manifest.schema, "dirichlet")
     predictions, _, counts, _ = predict_split(trained.model, meta, manifest, "test", sizes.n_samples)
     w5, w10 = _coverage_errors(predictions, counts)
     scores = recovery(predictions, survey.catalog)
+    spread = truth_metrics(predictions, known_truth(manifest, predictions.id_str))
     boot = _bootstrap(predictions, counts, survey.catalog, n_bootstrap, seed)
     details = {"n_galaxies": sizes.science_galaxies, "n_test": len(predictions.id_str),
                "epochs_run": trained.epochs_run, "best_val_loss": trained.best_val_loss,
@@ -115,6 +133,11 @@ def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
                     f"RMSE of the posterior-mean fractions against the simulator's true probabilities "
                     f"({scores['rmse_predicted']:.3f}) over that of the volunteers' own vote fractions "
                     f"({scores['rmse_observed']:.3f}, the noise floor of one galaxy's votes). " + common),
+        Measurement("spread_error_spearman", spread[f"{QUESTION}_spread_error_spearman"], None,
+                    (spread[f"{QUESTION}_spread_error_spearman"],),
+                    "Spearman correlation over test galaxies between the MC standard deviation of the predicted "
+                    f"{QUESTION} fraction and its error against the true probability: > 0 means the model is "
+                    "uncertain where it is wrong, which BALD needs (aim >= 0.3). " + common + flag, details),
     ]
 
 

@@ -59,7 +59,7 @@ def _prediction_rates(model, manifest, images: np.ndarray, sizes: Sizes, output_
     BALD over each predict() call's samples as a fraction of that call's."""
     from zoobot.core import acquisition
     from zoobot.core.model_meta import ModelMeta
-    from zoobot.model.network import mc_predict, mc_predict_naive, split_trunk_head
+    from zoobot.model.sampling import mc_predict, mc_predict_naive, split_trunk_head
     from zoobot.model.predict import PredictConfig, predict, read_predictions
 
     meta = ModelMeta(manifest.schema, "dirichlet")

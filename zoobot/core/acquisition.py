@@ -471,6 +471,31 @@ def score(name: str, predictions: Predictions, n_volunteers: float = DEFAULT_VOL
     return scores
 
 
+SELECTIONS = ("top", "power")
+
+
+def select(scores, ids, k: int, selection: str = "top", seed: int = 0, power: float = 1.0) -> np.ndarray:
+    """The k ids to acquire: the k best scores ('top'), or k drawn without replacement with
+    probability proportional to score**power ('power').
+
+    Top-k of one model's scores takes k near-identical galaxies from wherever the model's
+    uncertainty peaks; drawing in proportion to the score keeps the preference for informative
+    galaxies but spreads the batch over the pool (stochastic batch acquisition, "PowerBALD",
+    Kirsch et al. 2023, TMLR). Drawn with the Gumbel-top-k trick, so a seed fixes the draw.
+    """
+    if selection not in SELECTIONS:
+        raise ValueError(f"selection must be one of {list(SELECTIONS)}; found {selection!r}.")
+    if selection == "top":
+        return top_k(scores, ids, k)
+    scores = np.asarray(scores, dtype=float)
+    if np.any(scores < 0):
+        raise ValueError("selection='power' draws in proportion to the scores, which must be >= 0 (as BALD's are); "
+                         f"found {int((scores < 0).sum())} negative. Use selection='top' for this acquisition.")
+    with np.errstate(divide="ignore"):
+        logits = power * np.log(np.maximum(scores, np.finfo(float).tiny))
+    return top_k(logits + np.random.default_rng(seed).gumbel(size=scores.shape), ids, k)
+
+
 def top_k(scores, ids, k: int) -> np.ndarray:
     """The ids of the k highest scores, best first; equal scores in ascending id order."""
     scores = np.asarray(scores, dtype=float)

@@ -207,7 +207,7 @@ def bayesian_gain(mc_predictions: Predictions, deterministic_predictions: Predic
 
 # -- against the truth (simulated surveys) ---------------------------------------------------------
 
-def truth_metrics(predictions: Predictions, truth: np.ndarray) -> dict[str, float]:
+def truth_metrics(predictions: Predictions, truth: np.ndarray, counts: np.ndarray | None = None) -> dict[str, float]:
     """How close the posterior-mean fractions are to the true answer probabilities, and whether the
     model knows where it is wrong: the rank correlation over galaxies between the MC spread and the
     error. Only a simulated survey has a truth (its `true_<answer>` columns).
@@ -219,6 +219,10 @@ def truth_metrics(predictions: Predictions, truth: np.ndarray) -> dict[str, floa
     "truth_rmse", "spread_error_spearman": the means over questions. A spread that rises with the
     error (> 0) is what BALD needs; a model least uncertain where it is most wrong steers it away from
     what it most needs to learn.
+
+    With `counts` (the volunteers' votes, label-column order) also "<question>_noise_floor": the RMSE
+    of the volunteers' own vote fractions against the truth over the same galaxies (what one
+    galaxy's votes can tell), and "<question>_truth_rmse_ratio": the model's truth RMSE over it.
     """
     from scipy.stats import spearmanr
 
@@ -233,8 +237,18 @@ def truth_metrics(predictions: Predictions, truth: np.ndarray) -> dict[str, floa
         error = np.sqrt(np.mean((fractions.mean(axis=2) - true) ** 2, axis=1))[known]
         spread = fractions.std(axis=2).mean(axis=1)[known]
         result[f"{question}_truth_rmse"] = float(np.sqrt(np.mean(error**2))) if error.size else float("nan")
+        if counts is not None:
+            votes = np.asarray(counts, dtype=float)[:, a:b]
+            total = votes.sum(axis=1)
+            seen = known & (total > 0)
+            observed = votes[seen] / total[seen, None]
+            floor = np.sqrt(np.mean((observed[:, :true.shape[1]] - true[seen]) ** 2)) if seen.any() else np.nan
+            result[f"{question}_noise_floor"] = float(floor)
+            result[f"{question}_truth_rmse_ratio"] = result[f"{question}_truth_rmse"] / floor if floor > 0 else np.nan
         varied = error.size >= 3 and np.ptp(error) > 0 and np.ptp(spread) > 0
         result[f"{question}_spread_error_spearman"] = float(spearmanr(spread, error).statistic) if varied else float("nan")
     result["truth_rmse"] = _nanmean(result[f"{q}_truth_rmse"] for q in predictions.questions)
     result["spread_error_spearman"] = _nanmean(result[f"{q}_spread_error_spearman"] for q in predictions.questions)
+    if counts is not None:
+        result["truth_rmse_ratio"] = _nanmean(result[f"{q}_truth_rmse_ratio"] for q in predictions.questions)
     return result

@@ -33,6 +33,10 @@ class ModelMeta:
     def __post_init__(self):
         if self.output not in OUTPUTS:
             raise ValueError(f"Model output must be one of {list(OUTPUTS)}; found {self.output!r}.")
+        if self.output == "binomial" and not self.question:
+            # "no question" means the schema's first, as when the model was trained (models saved
+            # before this was resolved at saving carry None)
+            object.__setattr__(self, "question", self.schema_obj.question_names[0])
 
     @classmethod
     def from_dict(cls, data: dict) -> ModelMeta:

@@ -24,8 +24,7 @@ from zoobot.model.network import ModelConfig
 
 
 def checkpoint_key(manifest_digest: str, train, model: ModelConfig) -> str:
-    """`train`: the job's TrainConfig."""
-    """Identifies one training job: same shards and settings -> same key -> resume."""
+    """Identifies one training job (`train`: its TrainConfig): same shards and settings -> same key -> resume."""
     settings = {k: v for k, v in asdict(train).items()
                 if k not in ("checkpoint_dir", "registered_model_name", "champion_alias", "shards")}
     payload = json.dumps({"data": manifest_digest, "train": settings, "model": asdict(model)}, sort_keys=True)
@@ -81,9 +80,9 @@ class CheckpointCallback(keras.callbacks.Callback):
     """Saves the epoch, then decides on early stopping; state.json is written last, so a kill
     between the weight files and it just repeats the epoch."""
 
-    def __init__(self, checkpoint: Checkpoint, patience: int, write: bool = True):
+    def __init__(self, checkpoint: Checkpoint, patience: int, write: bool = True, min_epochs: int = 0):
         super().__init__()
-        self.checkpoint, self.patience, self.write = checkpoint, patience, write
+        self.checkpoint, self.patience, self.write, self.min_epochs = checkpoint, patience, write, min_epochs
 
     def on_epoch_end(self, epoch, logs=None):
         state = self.checkpoint.state
@@ -103,7 +102,7 @@ class CheckpointCallback(keras.callbacks.Callback):
                 self.checkpoint.save_model(self.model, "best")
             self.checkpoint.save_model(self.model, "last")
             self.checkpoint.save_state()
-        if state["wait"] >= self.patience:
+        if state["wait"] >= self.patience and epoch + 1 >= self.min_epochs:
             self.model.stop_training = True
 
 

@@ -51,7 +51,7 @@ def evaluate(predictions: Predictions, deterministic: Predictions, counts: np.nd
     scores.update(coverage.coverage_errors(table))
     scores.update(metrics.bayesian_gain(predictions, deterministic, counts))
     if truth is not None:
-        scores.update(metrics.truth_metrics(predictions, truth))
+        scores.update(metrics.truth_metrics(predictions, truth, counts))
     scores["n_galaxies"] = float(len(predictions.id_str))
     return EvaluationResult(scores, table, confusion, predictions, deterministic, counts, images)
 

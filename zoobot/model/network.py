@@ -1,11 +1,14 @@
-"""Bayesian CNNs: a deterministic conv trunk, then a dense head with MC dropout.
+"""Bayesian CNNs: a conv trunk, then a dense head with MC dropout.
 
     images (B, H, W, C), pixel values 0..255
-      -> trunk: rescale, convolutions, Dense(dense_units) named "features"
+      -> trunk: rescale, conv blocks [conv, (batch norm), relu] x 2, max-pool, (MC dropout)
+                -> flatten or global average pooling, (MC dropout) -> Dense(dense_units) named "features"
       -> head:  MCDropout -> Dense(n_outputs, sigmoid) -> Rescaling to the output's range
 
-Every stochastic layer sits in the head, so MC sampling can run the trunk once and only the head
-n_samples times (`mc_predict`); FACTS.md measured 20x-37x over n_samples full passes on CPU.
+By default every stochastic layer sits in the head, so MC sampling runs the trunk once and only the
+head n_samples times (`zoobot.model.sampling`). `conv_dropout_rate` > 0 adds MC dropout on the conv
+output before the features layer (samples rerun one dense layer more), `trunk_dropout_rate` > 0 after
+every conv block too (a richer posterior, whose samples rerun the network from the first block).
 
 MCDropout drops on every call path, including `model.predict`, `model(x, training=False)` and
 after save/load: the Bayesian predictions (and BALD, and coverage) depend on it. A stock
@@ -16,10 +19,6 @@ Keras' "mixed_bfloat16" policy) while the head -- MC dropout, the output layer a
 concentrations or p -- stays float32, so the loss and the Dirichlet/binomial maths never see
 bfloat16. Each layer carries its own policy (saved with the model), so building one never changes
 Keras' global policy for the rest of the process (`zoobot.model.precision` decides which).
-
-(Slightly over the ~400-line guide: building the model, splitting it into trunk and head for MC
-sampling, and saving it as a bundle all depend on the same layer layout, which is read best in one
-place.)
 """
 
 from __future__ import annotations
@@ -37,6 +36,7 @@ from zoobot.model import precision as dtypes
 from zoobot.model.losses import OUTPUTS, resolve_question
 
 ARCHITECTURES = ("vgg", "efficientnetb0")
+POOLINGS = ("flatten", "avg")
 FEATURES_LAYER = "features"
 # Dirichlet concentrations lie in [1, 100] (as Zoobot's 1 + 99 * sigmoid): a bounded output keeps
 # the lgamma terms of the loss and their gradients in a range where training stays stable.
@@ -63,6 +63,16 @@ class ModelConfig:
         "help": "Units of the dense 'features' layer before the MC dropout."})
     dropout_rate: float = field(default=0.5, metadata={
         "help": "MC dropout rate on the dense head, in [0, 1); dropout stays on at prediction time."})
+    trunk_dropout_rate: float = field(default=0.0, metadata={
+        "help": "vgg only: MC dropout rate after every conv block as well (0 = head only). A richer posterior; "
+                "MC samples then rerun the conv blocks instead of the head alone."})
+    conv_dropout_rate: float = field(default=0.0, metadata={
+        "help": "vgg only: MC dropout rate on the conv trunk's output, before the dense 'features' layer (0 = none). "
+                "Samples rerun only that dense layer and the head: nearly as cheap as head-only dropout."})
+    batch_norm: bool = field(default=False, metadata={
+        "help": "vgg only: batch normalisation after every convolution (before its relu)."})
+    pooling: str = field(default="flatten", metadata={
+        "help": "vgg only: how the last conv block becomes a vector: 'flatten' or 'avg' (global average pooling)."})
     weights_path: str = field(default="", metadata={
         "help": "efficientnetb0 only: a local weights file for the backbone (.h5 as keras.applications "
                 "downloads it, or .weights.h5); empty = train from scratch."})
@@ -94,6 +104,17 @@ class ModelConfig:
                 f"dropout_rate must be a number in [0, 1) (0 = no MC dropout, 0.5 as in Walmsley et al. "
                 f"2020); found {self.dropout_rate!r}."
             )
+        for name in ("trunk_dropout_rate", "conv_dropout_rate"):
+            rate = getattr(self, name)
+            if isinstance(rate, bool) or not isinstance(rate, (int, float)) or not 0 <= rate < 1:
+                raise ValueError(f"{name} must be a number in [0, 1) (0 = none); found {rate!r}.")
+        if self.pooling not in POOLINGS:
+            raise ValueError(f"pooling must be one of {list(POOLINGS)}; found {self.pooling!r}.")
+        shaped = self.trunk_dropout_rate or self.conv_dropout_rate or self.batch_norm or self.pooling != "flatten"
+        if self.architecture != "vgg" and shaped:
+            raise ValueError(
+                f"trunk_dropout_rate, conv_dropout_rate, batch_norm and pooling shape the vgg trunk; "
+                f"architecture={self.architecture!r} brings its own (leave them at 0, 0, false and 'flatten').")
         if not isinstance(self.weights_path, str):
             raise ValueError(
                 f"weights_path must be a path (a string, '' for none); found {self.weights_path!r}.")
@@ -155,11 +176,13 @@ def build_model(config: ModelConfig, schema: Schema, image_shape: tuple[int, int
 
     images = keras.Input(shape=image_shape, name="images")  # float32: the signature callers see
     if config.architecture == "vgg":
-        convolved = _vgg_trunk(images, config.filter_list, trunk_policy)
+        convolved = _vgg_trunk(images, config, trunk_policy)
     else:
         with dtypes.global_policy(trunk_policy):
             backbone = _efficientnet_backbone(image_shape, config.weights_path)
         convolved = backbone(images)
+    if config.conv_dropout_rate:
+        convolved = MCDropout(config.conv_dropout_rate, name="conv_mc_dropout", dtype=trunk_policy)(convolved)
     features = keras.layers.Dense(config.dense_units, activation="relu", name=FEATURES_LAYER,
                                   dtype=trunk_policy)(convolved)
 
@@ -178,14 +201,23 @@ def build_model(config: ModelConfig, schema: Schema, image_shape: tuple[int, int
     return keras.Model(images, outputs, name=_safe_name(name))
 
 
-def _vgg_trunk(images, filters: tuple[int, ...], policy: str):
+def _vgg_trunk(images, config: ModelConfig, policy: str):
     # 0..255 integers are exact in bfloat16 (8-bit mantissa), so casting the images loses nothing.
     x = keras.layers.Rescaling(1.0 / 255.0, name="rescale", dtype=policy)(images)
-    for block, n in enumerate(filters, start=1):
+    for block, n in enumerate(config.filter_list, start=1):
         for conv in (1, 2):
-            x = keras.layers.Conv2D(n, 3, padding="same", activation="relu", name=f"block{block}_conv{conv}",
-                                    dtype=policy)(x)
+            name = f"block{block}_conv{conv}"
+            if config.batch_norm:  # the norm's shift replaces the conv's bias
+                x = keras.layers.Conv2D(n, 3, padding="same", use_bias=False, name=name, dtype=policy)(x)
+                x = keras.layers.BatchNormalization(name=f"{name}_bn", dtype=policy)(x)
+                x = keras.layers.Activation("relu", name=f"{name}_relu", dtype=policy)(x)
+            else:
+                x = keras.layers.Conv2D(n, 3, padding="same", activation="relu", name=name, dtype=policy)(x)
         x = keras.layers.MaxPooling2D(2, name=f"block{block}_pool", dtype=policy)(x)
+        if config.trunk_dropout_rate:
+            x = MCDropout(config.trunk_dropout_rate, name=f"block{block}_mc_dropout", dtype=policy)(x)
+    if config.pooling == "avg":
+        return keras.layers.GlobalAveragePooling2D(name="avg_pool", dtype=policy)(x)
     return keras.layers.Flatten(name="flatten", dtype=policy)(x)
 
 
@@ -277,106 +309,6 @@ def _safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
 
 
-# -- MC sampling ------------------------------------------------------------------------------------
-
-
-def split_trunk_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
-    """(trunk: images -> features, head: features -> outputs), sharing the model's weights.
-
-    Raises if the trunk holds an MCDropout: running it once would then freeze one dropout mask
-    into every sample, and the samples would be too alike.
-    """
-    try:
-        features = model.get_layer(FEATURES_LAYER).output
-    except ValueError as error:
-        raise ValueError(
-            f"Model '{model.name}' has no layer named '{FEATURES_LAYER}' marking the end of its deterministic "
-            "trunk; build it with zoobot.model.network.build_model, or use mc_predict_naive."
-        ) from error
-    trunk = keras.Model(model.input, features, name=f"{model.name}_trunk")
-    head = keras.Model(features, model.output, name=f"{model.name}_head")
-    in_trunk = [layer.name for layer in _all_layers(trunk) if isinstance(layer, MCDropout)]
-    if in_trunk:
-        raise ValueError(
-            f"Model '{model.name}' has stochastic layers {in_trunk} before '{FEATURES_LAYER}'; every MCDropout "
-            f"must come after it, or trunk-once sampling is wrong. Use mc_predict_naive for this model."
-        )
-    return trunk, head
-
-
-def _all_layers(model: keras.Model):
-    for layer in model.layers:
-        yield layer
-        if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
-
-
-def reseed(model: keras.Model, seed: int) -> None:
-    """Put every random layer's generator (the dropout masks) in a state drawn from `seed`.
-
-    Training reseeds at the start of each epoch and prediction before each pass, so an epoch or a
-    prediction is a function of (weights, data, seed) alone: repeating it after a crash gives the
-    same numbers the uninterrupted run got.
-    """
-    for index, layer in enumerate(_all_layers(model)):
-        generator = getattr(layer, "seed_generator", None)
-        if generator is not None:
-            generator.state.assign(np.array([seed, index], dtype=generator.state.dtype))
-
-
-def mc_predict(model: keras.Model, images, n_samples: int, trunk_head=None, *,
-               batch_size: int = 128) -> np.ndarray:
-    """MC-dropout samples of the outputs, float32 (B, n_outputs, n_samples): the trunk once, the head
-    n_samples times.
-
-    `images`: an array or tensor (B, H, W, C), or a tf.data.Dataset of image batches or of
-    (images, labels) batches. Pass `trunk_head=split_trunk_head(model)` when calling repeatedly,
-    to reuse the compiled functions.
-    """
-    _check_n_samples(n_samples)
-    trunk, head = trunk_head if trunk_head is not None else split_trunk_head(model)
-    features = np.concatenate([trunk.predict_on_batch(batch) for batch in _batches(images, batch_size)])
-    # All galaxies in one call per sample: the head is a few dense layers on (B, dense_units).
-    return np.stack([head.predict_on_batch(features) for _ in range(n_samples)], axis=-1).astype(
-        np.float32, copy=False)
-
-
-def mc_predict_naive(model: keras.Model, images, n_samples: int, *, batch_size: int = 128) -> np.ndarray:
-    """The same samples from n_samples full passes of the model (reference for tests and benchmarks)."""
-    _check_n_samples(n_samples)
-    per_batch = [np.stack([model.predict_on_batch(batch) for _ in range(n_samples)], axis=-1)
-                 for batch in _batches(images, batch_size)]
-    return np.concatenate(per_batch)
-
-
-def _batches(images, batch_size: int):
-    """Image batches from an array/tensor or a tf.data.Dataset.
-
-    predict_on_batch rather than predict: predict() sets up a data pipeline on every call (~80 ms
-    on 2 CPU cores), which would dominate n_samples calls on a small batch.
-    """
-    import tensorflow as tf
-
-    if isinstance(images, tf.data.Dataset):
-        for element in images:
-            yield element[0] if isinstance(element, tuple) else element
-        return
-    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
-        raise ValueError(f"batch_size must be an integer >= 1; found {batch_size!r}.")
-    if len(images.shape) != 4:
-        raise ValueError(f"images must have shape (B, height, width, channels); found {tuple(images.shape)}.")
-    if images.shape[0] == 0:
-        raise ValueError("images is empty; expected at least one image to predict.")
-    for start in range(0, images.shape[0], batch_size):
-        yield images[start:start + batch_size]
-
-
-def _check_n_samples(n_samples) -> None:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
-        raise ValueError(
-            f"n_samples must be an integer >= 1 (number of MC-dropout samples); found {n_samples!r}.")
-
-
 # -- saving and loading ----------------------------------------------------------------------------
 
 BUNDLE_KERAS = "model.keras"
@@ -412,18 +344,3 @@ def load_bundle(keras_path) -> tuple[keras.Model, ModelMeta]:
             f"'{keras_path}' has no {BUNDLE_META} beside it saying what the outputs mean; load a model saved by "
             "`zoobot train` (zoobot.model.network.save_bundle).")
     return load_keras_model(keras_path), ModelMeta.from_dict(json.loads(meta_path.read_text()))
-
-
-def deterministic_head_predict(head: keras.Model, features) -> np.ndarray:
-    """The head with its dropout switched off: the single non-Bayesian pass MC dropout is compared with.
-
-    Keras dropout scales kept units by 1/(1 - rate) while training, so the identity is the
-    deterministic network whose average the MC samples estimate. Returns float32, also for the
-    bfloat16 features of a bfloat16 trunk.
-    """
-    x = np.asarray(features, dtype=np.float32)
-    for layer in head.layers:
-        if isinstance(layer, keras.layers.InputLayer):
-            continue
-        x = x if isinstance(layer, MCDropout) else layer(x)
-    return np.asarray(x, dtype=np.float32)

@@ -1,7 +1,7 @@
 """MC-dropout predictions for every galaxy of a shard set or an image folder, streamed to disk.
 
 Per batch: the deterministic convolutional trunk runs once, the stochastic head n_samples times
-(zoobot.model.network.mc_predict), and the batch's samples are appended to the output files, so memory does
+(zoobot.model.sampling.mc_predict), and the batch's samples are appended to the output files, so memory does
 not grow with the number of galaxies.
 
 Outputs in OUTPUT_DIR:
@@ -200,7 +200,7 @@ def read_predictions(path: str | Path) -> Predictions:
 
 def predict(config: PredictConfig, model, meta: ModelMeta, manifest=None, progress: bool = False) -> PredictResult:
     """Stream MC-dropout samples of `model` (a loaded Keras model with its bundle `meta`) to disk."""
-    from zoobot.model.network import mc_predict, reseed, split_trunk_head
+    from zoobot.model.sampling import mc_predict, reseed, split_trunk_head
 
     output_dir = Path(config.output_dir).resolve()
     names = ("samples.parquet" if config.format == "parquet" else "samples.h5", "summary.csv")
@@ -264,7 +264,7 @@ def predict_split(model, meta: ModelMeta, manifest, split: str, n_samples: int, 
     from zoobot.data import augment
     from zoobot.data.manifest import FEATURE_LABELS
     from zoobot.data.shards import make_dataset
-    from zoobot.model.network import deterministic_head_predict, split_trunk_head
+    from zoobot.model.sampling import deterministic_head_predict, split_trunk_head
 
     channels = model.input_shape[-1]
     dataset = augment.prepare(make_dataset(manifest, split, batch_size=batch_size), channels, augment=False)

@@ -23,9 +23,11 @@ from zoobot.data.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
 from zoobot.data.shards import make_dataset
 from zoobot.model.checkpoint import Checkpoint, CheckpointCallback
 from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
-from zoobot.model.network import ModelConfig, build_model, reseed
+from zoobot.model.network import ModelConfig, build_model
+from zoobot.model.sampling import reseed
 
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
+SCHEDULES = ("constant", "cosine")
 
 
 @dataclass(frozen=True)
@@ -34,9 +36,18 @@ class TrainConfig:
         "help": "Shards to train on: the output_dir of `convert`, or its run URI (runs:/<id> or runs:/<id>/shards)."})
     epochs: int = field(default=10, metadata={"help": "Maximum number of epochs."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch (global, over all replicas)."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
+    schedule: str = field(default="constant", metadata={
+        "help": "Learning rate over training: 'constant', or 'cosine' (linear warm-up over warmup_epochs, then "
+                "cosine decay to 1% of learning_rate at the last epoch)."})
+    warmup_epochs: int = field(default=1, metadata={"help": "cosine only: epochs of linear warm-up from 0."})
+    weight_decay: float = field(default=0.0, metadata={
+        "help": "Decoupled weight decay (AdamW) per step, as a fraction of the learning rate; 0 = plain Adam."})
     patience: int = field(default=5, metadata={
         "help": "Early stopping: epochs without a better validation loss before training stops."})
+    min_epochs: int = field(default=0, metadata={
+        "help": "Early stopping never stops before this epoch: a model still on its first plateau (loss at "
+                "chance) is given time to leave it."})
     augment: bool = field(default=True, metadata={
         "help": "Random flips, rotations and zoom of training images (never at evaluation)."})
     greyscale: bool = field(default=False, metadata={"help": "Train on greyscale versions of colour shards."})
@@ -63,6 +74,14 @@ class TrainConfig:
             problems.append(f"learning_rate must be > 0, got {self.learning_rate}")
         if self.patience < 1:
             problems.append(f"patience must be >= 1, got {self.patience}")
+        if self.schedule not in SCHEDULES:
+            problems.append(f"schedule must be one of {list(SCHEDULES)}, got {self.schedule!r}")
+        if self.warmup_epochs < 0:
+            problems.append(f"warmup_epochs must be >= 0, got {self.warmup_epochs}")
+        if self.weight_decay < 0:
+            problems.append(f"weight_decay must be >= 0, got {self.weight_decay}")
+        if self.min_epochs < 0:
+            problems.append(f"min_epochs must be >= 0, got {self.min_epochs}")
         if self.distribution not in DISTRIBUTIONS:
             problems.append(f"distribution must be one of {list(DISTRIBUTIONS)}, got {self.distribution!r}")
         if problems:
@@ -186,13 +205,38 @@ def model_image_shape(manifest: Manifest, config: TrainConfig) -> tuple[int, int
 # -- training ----------------------------------------------------------------------------------------
 
 
-def compile_model(model: keras.Model, config: TrainConfig, model_config: ModelConfig, schema) -> None:
+def compile_model(model: keras.Model, config: TrainConfig, model_config: ModelConfig, schema,
+                  steps_per_epoch: int = 1) -> None:
     output, question = model_config.output, model_config.question or None
     model.compile(
-        optimizer=keras.optimizers.Adam(config.learning_rate),
+        optimizer=make_optimizer(config, steps_per_epoch),
         loss=make_loss(output, schema, question),
         metrics=[*question_loss_metrics(output, schema, question), fraction_rmse_metric(output, schema, question)],
     )
+
+
+def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW with weight decay; the learning rate constant or warm-up + cosine by step.
+
+    The schedule is a function of the optimizer's step counter, which the checkpoint keeps, so a
+    resumed job continues the schedule where it stopped.
+    """
+    rate = config.learning_rate
+    if config.schedule == "cosine":
+        warmup = min(config.warmup_epochs, config.epochs - 1) * steps_per_epoch
+        total = config.epochs * steps_per_epoch
+        rate = keras.optimizers.schedules.CosineDecay(
+            0.0 if warmup else config.learning_rate, decay_steps=max(total - warmup, 1), alpha=0.01,
+            warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    if config.weight_decay:
+        return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
+    return keras.optimizers.Adam(rate)
+
+
+def steps_per_epoch(train_batches, manifest: Manifest, config: TrainConfig) -> int:
+    """Batches in one training epoch: the dataset's known length, else the train split's size."""
+    n = int(train_batches.cardinality()) if isinstance(train_batches, tf.data.Dataset) else -1
+    return n if n > 0 else max(1, -(-manifest.split("train").count // config.batch_size))
 
 
 DataForEpoch = Callable[[int], tuple[tf.data.Dataset, tf.data.Dataset]]
@@ -220,9 +264,10 @@ def train(
     data = data or _shard_data(config, manifest, strategy, shape[-1])
 
     keras.utils.set_random_seed(config.seed)
+    steps = steps_per_epoch(data(0)[0], manifest, config)
     with strategy.scope():
         model = build_model(model_config, schema, shape)
-        compile_model(model, config, model_config, schema)
+        compile_model(model, config, model_config, schema, steps)
         resumed_from = checkpoint.epoch
         if resumed_from:
             checkpoint.restore(model)
@@ -230,7 +275,7 @@ def train(
             model.load_weights(initial_weights)
 
     chief = is_chief(strategy)
-    saver = CheckpointCallback(checkpoint, config.patience, write=chief)
+    saver = CheckpointCallback(checkpoint, config.patience, write=chief, min_epochs=config.min_epochs)
     _fit_epochs(model, strategy, data, config, checkpoint, [saver, *callbacks])
     state = checkpoint.state
     if (checkpoint.folder / "best.weights.h5").is_file():
@@ -244,7 +289,7 @@ def train(
         best_val_loss=float(state["best_val_loss"]),
         best_epoch=int(state["best_epoch"]),
         epochs_run=int(state["epoch"]),
-        stopped_early=state["wait"] >= config.patience,
+        stopped_early=state["epoch"] < config.epochs and state["wait"] >= config.patience,
         resumed_from_epoch=resumed_from,
         checkpoint=checkpoint.folder,
     )
@@ -271,7 +316,7 @@ def _fit_epochs(model: keras.Model, strategy: tf.distribute.Strategy, data: Data
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
     fit_epoch = _distributed_epoch_runner(model, strategy) if multi_worker else None
     for epoch in range(checkpoint.epoch, config.epochs):
-        if checkpoint.state["wait"] >= config.patience:
+        if checkpoint.state["wait"] >= config.patience and epoch >= config.min_epochs:
             break  # stopped early before the crash
         reseed(model, epoch_seed(config.seed, epoch))
         train_data, val_data = data(epoch)

@@ -53,7 +53,8 @@ with without_warnings(TYPE_HINT_ADVICE):
         __module__ = PUBLIC_MODULE
 
         def load_context(self, context):
-            from zoobot.model.network import BUNDLE_KERAS, load_bundle, split_trunk_head
+            from zoobot.model.network import BUNDLE_KERAS, load_bundle
+            from zoobot.model.sampling import split_trunk_head
 
             self.model, self.meta = load_bundle(Path(context.artifacts["bundle"]) / BUNDLE_KERAS)
             self.trunk_head = split_trunk_head(self.model)
@@ -61,7 +62,7 @@ with without_warnings(TYPE_HINT_ADVICE):
         def predict(self, context, model_input, params=None):
             import numpy as np
 
-            from zoobot.model.network import mc_predict
+            from zoobot.model.sampling import mc_predict
 
             if isinstance(model_input, dict):  # a named tensor input arrives as {"images": array}
                 model_input = model_input["images"]

@@ -11,7 +11,9 @@ from zoobot.core import tags as tag_names
 from zoobot.tracking.runs import code_version
 
 SUMMARY_METRICS = ("test_rmse", "test_mae", "test_accuracy", "test_coverage_error_w5", "test_coverage_error_w10",
-                   "test_mc_loglik", "test_loglik_gain")
+                   "test_mc_loglik", "test_loglik_gain", "test_smooth-or-featured_rmse", "test_truth_rmse",
+                   "test_truth_rmse_ratio", "test_spread_error_spearman")
+CAMPAIGN_SUMMARY = ("label_saving", "bald_iterations_below_random", "bald_iterations_compared")
 MAX_CANDIDATES = 200  # newest finished runs of a step looked at for a match
 
 
@@ -45,7 +47,7 @@ def log_pipeline_summary(runs: dict) -> None:
     for name, run in runs.items():
         for key, value in run.data.metrics.items():
             if (name == "convert" and key.startswith("n_")) or (name == "evaluate" and key in SUMMARY_METRICS) \
-                    or key in ("label_saving", "best_val_loss"):
+                    or key in CAMPAIGN_SUMMARY or key == "best_val_loss":
                 headline[key] = value
     if headline:
         mlflow.log_metrics(headline)

@@ -231,14 +231,20 @@ def _log_acquired_vs_random(acquired_ids: list, pool_ids, state, manifest, step:
     _log_figure(plots.image_grid(rows, title=f"Iteration {step}: acquired vs random"), "acquired_vs_random.png")
 
 
-def log_learning_curves(curves: dict, saving: float, reason: str) -> None:
-    """On the campaign's parent run: every arm's test loss and RMSE against labelled galaxies, and
-    the label saving of the best arm over random."""
+def log_learning_curves(curves: dict, saving: float, reason: str, ahead: dict | None = None) -> None:
+    """On the campaign's parent run: every arm's test loss and RMSE against labelled galaxies, the
+    label saving of the best arm over random, and (`ahead`: arm -> (iterations below random,
+    iterations compared), from zoobot.active.loop.iterations_ahead) how often each arm led."""
     _log_figure(plots.learning_curves(curves, saving), "learning_curves.png")
     mlflow.log_metric("label_saving", saving)
     mlflow.set_tag(tag_names.LABEL_SAVING_NOTE, reason or "computed")
     for arm, curve in curves.items():
         _log_csv(curve, f"curves/{arm}.csv")
+        for row in curve.itertuples():  # the learning curve as a chart in the UI: step = labelled galaxies
+            mlflow.log_metric(f"{arm}_test_loss", float(row.test_loss), step=int(row.n_labelled))
+    for arm, (below, compared) in (ahead or {}).items():
+        # e.g. bald_iterations_below_random = 3 of bald_iterations_compared = 3: ahead at every iteration
+        mlflow.log_metrics({f"{arm}_iterations_below_random": below, f"{arm}_iterations_compared": compared})
 
 
 # -- benchmark -----------------------------------------------------------------------------------------

@@ -32,12 +32,18 @@ class CampaignConfig:
     work_dir: str = field(default="data/active_learning", metadata={
         "help": "Folder for each arm's state database, models and predictions."})
     n_acquire: int = field(default=128, metadata={"help": "Galaxies acquired per iteration."})
+    selection: str = field(default="top", metadata={
+        "help": "'top' (the n_acquire best scores) or 'power' (drawn in proportion to the score)."})
     n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy."})
     n_volunteers: float = field(default=40.0, metadata={"help": "Volunteers expected per galaxy."})
     warm_start: bool = field(default=True, metadata={"help": "Start each iteration from the previous model."})
     epochs: int = field(default=10, metadata={"help": "Maximum epochs per iteration."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
-    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate."})
+    learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
+    schedule: str = field(default="constant", metadata={
+        "help": "Learning rate over each iteration's training: 'constant' or 'cosine' (warm-up, then decay)."})
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; 0 = plain Adam."})
+    min_epochs: int = field(default=0, metadata={"help": "Early stopping never stops before this epoch."})
     patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
     seed: int = field(default=0, metadata={"help": "Seed shared by every arm."})
 
@@ -54,9 +60,10 @@ class CampaignConfig:
     def arm_config(self, arm: str) -> ALConfig:
         return ALConfig(
             state=str(Path(self.work_dir) / arm / "state.db"), shards=self.shards, acquisition=arm,
-            n_acquire=self.n_acquire, n_samples=self.n_samples, n_volunteers=self.n_volunteers,
+            n_acquire=self.n_acquire, selection=self.selection, n_samples=self.n_samples, n_volunteers=self.n_volunteers,
             warm_start=self.warm_start, epochs=self.epochs, batch_size=self.batch_size,
-            learning_rate=self.learning_rate, patience=self.patience, seed=self.seed)
+            learning_rate=self.learning_rate, schedule=self.schedule, weight_decay=self.weight_decay,
+            min_epochs=self.min_epochs, patience=self.patience, seed=self.seed)
 
 
 @dataclass(frozen=True)
@@ -70,7 +77,7 @@ class CampaignOutcome:
 def run_campaign(config: CampaignConfig, model_config: ModelConfig,
                  say: Callable[[str], None] = print) -> CampaignOutcome:
     from zoobot import tracking
-    from zoobot.active.loop import labels_needed
+    from zoobot.active.loop import iterations_ahead, labels_needed
 
     parent_file = Path(config.work_dir) / "campaign_run.json"
     resume = json.loads(parent_file.read_text())["run_id"] if parent_file.is_file() else None
@@ -80,7 +87,7 @@ def run_campaign(config: CampaignConfig, model_config: ModelConfig,
         parent_file.write_text(json.dumps({"run_id": parent.info.run_id}))
         curves = {arm: run_arm(config, model_config, arm, say) for arm in config.arm_list}
         saving, reason = labels_needed(curves)
-        tracking.log_learning_curves(curves, saving, reason)
+        tracking.log_learning_curves(curves, saving, reason, iterations_ahead(curves))
     return CampaignOutcome(curves, saving, reason, parent.info.run_id)
 
 

@@ -44,6 +44,9 @@ class PipelineConfig:
     filters: str = field(default="16,32,64", metadata={"help": "Convolution filters per block of the CNN."})
     dense_units: int = field(default=64, metadata={"help": "Units of the dense layer before the dropout head."})
     al_iterations: int = field(default=2, metadata={"help": "Active-learning iterations per arm."})
+    al_output: str = field(default="binomial", metadata={
+        "help": "The campaign's model: 'binomial' (the first question, smooth-or-featured: the paper's setting) or "
+                "'dirichlet' (the whole tree, as the train step's)."})
     arms: str = field(default="bald,random", metadata={"help": "Acquisition functions the campaign compares."})
     n_acquire: int = field(default=32, metadata={"help": "Galaxies acquired per AL iteration."})
     registered_model_name: str = field(default="zoobot-default", metadata={
@@ -61,6 +64,8 @@ class PipelineConfig:
             raise ValueError("steps is empty; give e.g. 'all' or 'convert,train'.")
         if self.catalog and "simulate" in chosen and self.steps != "all":
             raise ValueError("steps includes 'simulate' but a catalog was given; drop one of them.")
+        if self.al_output not in ("binomial", "dirichlet"):
+            raise ValueError(f"al_output must be 'binomial' or 'dirichlet'; found {self.al_output!r}.")
         if "active_learning" in chosen and self.labelled_size <= 0:
             raise ValueError("active_learning needs a pool: set labelled_size > 0 (the galaxies labelled at the "
                              "start), or leave active_learning out of steps.")
@@ -134,6 +139,7 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
         "epochs": config.epochs,
         "filters": config.filters,
         "dense_units": config.dense_units,
+        "output": config.al_output,
         "seed": config.seed,
         "work_dir": str(Path(config.work_dir) / "active_learning" / key),
     })

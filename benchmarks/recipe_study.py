@@ -1,0 +1,223 @@
+"""The recipe study: candidate training recipes compared at equal CPU time, each a tracked
+`zoobot train` + `zoobot evaluate` pair in one MLflow experiment, over several seeds.
+
+    .venv/bin/python benchmarks/recipe_study.py                       # simulate, convert, every candidate
+    .venv/bin/python benchmarks/recipe_study.py --candidates baseline,bf16 --seeds 0
+
+What it does, all with the platform's own commands (so every number is an MLflow run):
+  1. `zoobot simulate` a survey (4,000 galaxies at 64 px, seed 11) and `zoobot convert` it
+     (train 2,800 / validation 400 / test 800), unless they exist in --work-dir;
+  2. for each candidate, measures its seconds per epoch on this machine (a short in-process timing
+     of its model on random images of the training set's size) and gives it as many epochs as fit in
+     --budget CPU-seconds, so every candidate gets the same compute;
+  3. for each seed, runs `zoobot train` then `zoobot evaluate` on the test split, names both runs
+     `<candidate>-s<seed>`, tags them `zoobot.candidate` and logs the CPU seconds each used;
+  4. writes a table of every candidate (mean and min-max over seeds) and the `zoobot report` of the
+     experiment to --output.
+
+The model is the binomial smooth-or-featured model unless --output-kind dirichlet. Metrics that
+matter: `test_truth_rmse` (against the simulator's true probability), `test_spread_error_spearman`
+(is the model uncertain where it is wrong?), coverage errors at +-5 and +-10 votes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+COMMON = {"output": "binomial", "epochs": 0, "patience": 100}  # epochs set per candidate from the budget
+# Each candidate: settings on top of today's defaults (zoobot train --help).
+CANDIDATES = {
+    "baseline": {},
+    "bf16": {"precision": "bfloat16"},
+    "bf16-cosine": {"precision": "bfloat16", "schedule": "cosine"},
+    "bf16-cosine-adamw": {"precision": "bfloat16", "schedule": "cosine", "weight_decay": 0.05},
+    "bf16-cosine-bn-avg": {"precision": "bfloat16", "schedule": "cosine", "batch_norm": True, "pooling": "avg"},
+    "bf16-cosine-bn": {"precision": "bfloat16", "schedule": "cosine", "batch_norm": True},
+    "bf16-cosine-trunkdrop": {"precision": "bfloat16", "schedule": "cosine", "trunk_dropout_rate": 0.1},
+    "bf16-cosine-small": {"precision": "bfloat16", "schedule": "cosine", "filters": "16,32,64,128",
+                          "dense_units": 64},
+    "bf16-cosine-drop25": {"precision": "bfloat16", "schedule": "cosine", "dropout_rate": 0.25},
+    "bf16-cosine-batch64": {"precision": "bfloat16", "schedule": "cosine", "batch_size": 64,
+                            "learning_rate": 0.002},
+    "bf16-cosine-noaug": {"precision": "bfloat16", "schedule": "cosine", "augment": False},
+}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work-dir", default="data/recipe-study")
+    parser.add_argument("--experiment", default="recipe-study")
+    parser.add_argument("--candidates", default=",".join(CANDIDATES))
+    parser.add_argument("--seeds", default="0,1")
+    parser.add_argument("--budget", type=float, default=150.0, help="CPU-seconds of training per run")
+    parser.add_argument("--n-galaxies", type=int, default=4000)
+    parser.add_argument("--image-size", type=int, default=64)
+    parser.add_argument("--output-kind", default="binomial", choices=("binomial", "dirichlet"))
+    parser.add_argument("--output", default="")
+    args = parser.parse_args()
+    os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    work = Path(args.work_dir).resolve()
+    shards = prepare_data(work, args.n_galaxies, args.image_size)
+    seeds = [int(s) for s in args.seeds.split(",")]
+    names = [c.strip() for c in args.candidates.split(",") if c.strip()]
+    unknown = sorted(set(names) - set(CANDIDATES))
+    if unknown:
+        raise SystemExit(f"Unknown candidates {unknown}; choose from {list(CANDIDATES)}.")
+    for name in names:
+        settings = {**COMMON, "output": args.output_kind, **CANDIDATES[name]}
+        settings["epochs"] = epochs_for_budget(shards, settings, args.budget)
+        for seed in seeds:
+            run_candidate(name, settings, seed, shards, work, args.budget)
+    output = Path(args.output or ROOT / "benchmarks" / "results" / f"recipe-study-{time.strftime('%Y-%m-%d')}.md")
+    write_summary(args, output)
+    print(f"Wrote {output}")
+
+
+def zoobot(*args: str) -> tuple[str, float]:
+    """Run a zoobot command; (its output, the CPU-seconds it used)."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    done = subprocess.run([sys.executable, "-m", "zoobot.cli", *args], cwd=ROOT, capture_output=True, text=True)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode:
+        raise SystemExit(f"zoobot {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return done.stdout, (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+
+
+def prepare_data(work: Path, n_galaxies: int, image_size: int) -> Path:
+    survey, shards = work / "survey", work / "shards"
+    if not (survey / "simulation.json").is_file():
+        zoobot("simulate", "--output-dir", str(survey), "--n-galaxies", str(n_galaxies),
+               "--image-size", str(image_size), "--seed", "11")
+    if not (shards / "manifest.json").is_file():
+        zoobot("convert", "--catalog", str(survey / "catalog.csv"), "--output-dir", str(shards),
+               "--image-size", str(image_size), "--seed", "11")
+    return shards
+
+
+def epochs_for_budget(shards: Path, settings: dict, budget: float) -> int:
+    """Epochs of this candidate that fit in `budget` CPU-seconds on this machine, from timing its
+    training step on random images (after one warm-up pass, which traces the function)."""
+    import keras
+
+    from zoobot.data.manifest import Manifest
+    from zoobot.model.network import ModelConfig, build_model
+    from zoobot.model.train import TrainConfig, compile_model
+
+    manifest = Manifest.read(shards)
+    model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
+    model_config = ModelConfig(**{k: v for k, v in settings.items() if k in model_fields})
+    train_config = TrainConfig(shards=str(shards), **{k: v for k, v in settings.items()
+                                                     if k not in model_fields and k != "epochs"})
+    model = build_model(model_config, manifest.schema_obj, manifest.image_shape)
+    compile_model(model, train_config, model_config, manifest.schema_obj, steps_per_epoch=100)
+    batch = train_config.batch_size
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (batch * 20, *manifest.image_shape)).astype("float32")
+    n_labels = len(manifest.schema_obj.label_cols)
+    y = rng.integers(0, 20, (batch * 20, n_labels)).astype("float32")
+    model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)
+    start = time.process_time()
+    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+    per_image = (time.process_time() - start) / len(x)
+    n_train, n_val = manifest.split("train").count, manifest.split("validation").count
+    per_epoch = per_image * n_train + per_image / 3 * n_val  # validation: a forward pass only
+    keras.backend.clear_session()
+    epochs = max(2, int(budget / per_epoch))
+    print(f"{settings}: {per_epoch:.1f} CPU-s per epoch -> {epochs} epochs", flush=True)
+    return epochs
+
+
+def run_candidate(name: str, settings: dict, seed: int, shards: Path, work: Path, budget: float) -> None:
+    import mlflow
+
+    run_name = f"{name}-s{seed}"
+    if finished_runs(run_name):
+        print(f"{run_name}: done before, kept", flush=True)
+        return
+    options = [f"--{key.replace('_', '-')}={value}" for key, value in settings.items()]
+    checkpoint = work / "checkpoints" / run_name
+    _, train_cpu = zoobot("train", "--shards", str(shards), f"--seed={seed}", f"--checkpoint-dir={checkpoint}",
+                          *options)
+    client = mlflow.MlflowClient()
+    train_run = latest_run("train")
+    _, eval_cpu = zoobot("evaluate", "--model", f"runs:/{train_run}", "--shards", str(shards))
+    eval_run = latest_run("evaluate")
+    for run_id, cpu in ((train_run, train_cpu), (eval_run, eval_cpu)):
+        client.set_tag(run_id, "mlflow.runName", run_name)
+        client.set_tag(run_id, "zoobot.candidate", name)
+        client.set_tag(run_id, "zoobot.study_seed", str(seed))
+        client.log_metric(run_id, "cpu_seconds", cpu)
+    client.set_tag(eval_run, "zoobot.study_settings", json.dumps(settings))
+    client.log_metric(train_run, "cpu_budget_seconds", budget)
+    print(f"{run_name}: train {train_cpu:.0f} CPU-s, evaluate {eval_cpu:.0f} CPU-s", flush=True)
+
+
+def latest_run(step: str) -> str:
+    import mlflow
+
+    runs = mlflow.search_runs(filter_string=f"tags.step = '{step}'", order_by=["start_time DESC"],
+                              max_results=1)
+    return runs.run_id.iloc[0]
+
+
+def finished_runs(run_name: str):
+    import mlflow
+
+    runs = mlflow.search_runs(filter_string=f"tags.`mlflow.runName` = '{run_name}' and tags.step = "
+                                            "'evaluate' and attributes.status = 'FINISHED'")
+    return len(runs)
+
+
+SUMMARY_METRICS = ("test_truth_rmse", "test_truth_rmse_ratio", "test_spread_error_spearman", "test_rmse",
+                   "test_coverage_error_w5", "test_coverage_error_w10", "test_accuracy")
+
+
+def write_summary(args, output: Path) -> None:
+    import mlflow
+
+    runs = mlflow.search_runs(filter_string="tags.step = 'evaluate'")
+    train_runs = mlflow.search_runs(filter_string="tags.step = 'train'")
+    lines = [f"# Recipe study (experiment `{args.experiment}`)", "",
+             "Reproduce: `.venv/bin/python benchmarks/recipe_study.py` "
+             f"(--budget {args.budget:g} CPU-seconds of training per run, seeds {args.seeds}, "
+             f"{args.n_galaxies} simulated galaxies at {args.image_size} px, {args.output_kind} model). "
+             "Each cell: mean over seeds [min, max]. Lower is better except the Spearman correlation.", ""]
+    columns = [m for m in SUMMARY_METRICS if f"metrics.{m}" in runs]
+    lines.append("| candidate | epochs | train CPU-s | " + " | ".join(columns) + " |")
+    lines.append("|---" * (len(columns) + 3) + "|")
+    for name in CANDIDATES:
+        mine = runs[runs.get("tags.zoobot.candidate", "") == name]
+        if mine.empty:
+            continue
+        trains = train_runs[train_runs.get("tags.zoobot.candidate", "") == name]
+        epochs = trains.get("params.epochs", []).iloc[0] if len(trains) else "?"
+        cpu = trains.get("metrics.cpu_seconds")
+        cells = [f"{cpu.mean():.0f}" if cpu is not None else "?"]
+        for metric in columns:
+            values = mine[f"metrics.{metric}"].dropna()
+            cells.append(f"{values.mean():.3f} [{values.min():.3f}, {values.max():.3f}]" if len(values) else "-")
+        lines.append(f"| {name} | {epochs} | " + " | ".join(cells) + " |")
+    report = output.with_name(output.stem + "-report.md")
+    zoobot("report", "--experiment", args.experiment, "--output", str(report))
+    lines += ["", f"The experiment's full `zoobot report`: [{report.name}]({report.name}).", ""]
+    output.parent.mkdir(parents=True, exist_ok=True)
+    output.write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()
