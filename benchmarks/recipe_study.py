@@ -47,6 +47,7 @@ CANDIDATES = {
     "bf16-cosine-bn-avg": {"precision": "bfloat16", "schedule": "cosine", "batch_norm": True, "pooling": "avg"},
     "bf16-cosine-bn": {"precision": "bfloat16", "schedule": "cosine", "batch_norm": True},
     "bf16-cosine-trunkdrop": {"precision": "bfloat16", "schedule": "cosine", "trunk_dropout_rate": 0.1},
+    "bf16-cosine-convdrop": {"precision": "bfloat16", "schedule": "cosine", "conv_dropout_rate": 0.25},
     "bf16-cosine-small": {"precision": "bfloat16", "schedule": "cosine", "filters": "16,32,64,128",
                           "dense_units": 64},
     "bf16-cosine-drop25": {"precision": "bfloat16", "schedule": "cosine", "dropout_rate": 0.25},

@@ -60,13 +60,18 @@ def test_campaign_through_a_server_then_killed_and_resumed(mlflow_server, al_sha
     experiment = client.get_experiment_by_name("e2e-al")
     (parent,) = client.search_runs([experiment.experiment_id], filter_string="tags.step = 'active_learning'")
     assert "label_saving" in parent.data.metrics and parent.data.tags["label_saving_note"]
+    assert parent.data.metrics["bald_iterations_compared"] == 1  # iteration 2, after the shared start
+    history = client.get_metric_history(parent.info.run_id, "bald_test_loss")
+    assert len(history) == 2 and history[0].step < history[1].step  # step = labelled galaxies
     assert "learning_curves.png" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     children = client.search_runs([experiment.experiment_id], filter_string="tags.step = 'al_iteration'")
     assert sorted((r.data.tags["arm"], r.data.tags["iteration"]) for r in children) == [
         ("bald", "1"), ("bald", "2"), ("random", "1"), ("random", "2")]
     for run in children:
         assert run.data.tags["mlflow.parentRunId"] == parent.info.run_id
-        for key in ("n_labelled", "test_loss", "test_fraction_rmse", "n_acquired"):
+        for key in ("n_labelled", "test_loss", "test_fraction_rmse", "n_acquired",
+                    # a simulated survey: what the acquisition favoured, against the pool
+                    "acquired_true_smooth-or-featured_smooth", "pool_true_smooth-or-featured_smooth"):
             assert key in run.data.metrics, (key, run.data.tags)
         artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert {"acquisition_scores.png", "acquired_vs_random.png", "acquired.csv", "acquired.json"} <= artifacts
@@ -202,3 +207,33 @@ def test_al_iteration_counts_and_keeps_every_rejected_label_row(al_shards, tmp_p
     (run,) = client.search_runs(["0"], filter_string="tags.step = 'al_iteration'")
     assert "rejected_labels.csv" in {a.path for a in client.list_artifacts(run.info.run_id)}
     assert run.data.metrics["n_labels_rejected"] == 9
+
+
+def test_an_ensemble_campaign_scores_the_pool_with_every_members_samples(al_shards, tmp_path, sqlite_tracking):
+    """members=2: two models per iteration from different seeds; the pool's scores come from both
+    members' MC samples (2 x n_samples per galaxy), and the test metrics are the members' mean."""
+    from zoobot.active.iteration import real_steps, run_logged_iteration
+    from zoobot.active.loop import ALConfig
+    from zoobot.model.network import ModelConfig
+
+    config = ALConfig(state=str(tmp_path / "ens" / "state.db"), shards=str(al_shards), n_acquire=4, n_samples=3,
+                      members=2, epochs=2, batch_size=8, min_epochs=0)
+    model_config = ModelConfig(output="binomial", **TINY_MODEL)
+    outcome, state = run_logged_iteration(config, model_config, arm="bald")
+    try:
+        info = outcome.train_info
+        assert len(info["member_dirs"]) == 2 and info["member_dirs"][0] == info["model_dir"]
+        assert len(outcome.acquired) == 4
+        steps = real_steps(state, state_manifest(state), config, model_config)
+        (chunk, *_) = list(steps.predict(1, state.pool_ids(), info))
+        assert chunk.samples.shape[-1] == 2 * 3
+        first, second = chunk.samples[..., :3], chunk.samples[..., 3:]
+        assert abs(first.mean() - second.mean()) > 0  # two different models, not one twice
+    finally:
+        state.close()
+
+
+def state_manifest(state):
+    from zoobot.data.manifest import Manifest
+
+    return Manifest.read(state.meta["shards"])

@@ -121,8 +121,13 @@ def test_main_pipeline_runs_every_step_then_reuses_them_and_reruns_what_a_change
     mlflow_run("main", params, None, tmp_path, "main", timeout=900)
     client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     parent = only_run(client, "main", "main")
-    steps = ("simulate", "convert", "train", "evaluate", "active_learning")
+    experiment_id = parent.info.experiment_id
+    steps = ("simulate", "train", "evaluate", "active_learning")
     children = {step: only_run(client, "main", step) for step in steps}
+    conversions = client.search_runs([experiment_id], "tags.step = 'convert'")
+    # every labelled galaxy for the train step; labelled_size of them and a pool for the campaign
+    children.update({"convert" if r.data.params["labelled_size"] == "0" else "convert_campaign": r for r in conversions})
+    assert len(conversions) == 2 and set(children) == {*steps, "convert", "convert_campaign"}
     for step, child in children.items():
         assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id, step
         assert child.info.status == "FINISHED" and child.data.tags["code_version"], step
@@ -131,29 +136,34 @@ def test_main_pipeline_runs_every_step_then_reuses_them_and_reruns_what_a_change
     # consistent names and tags, for the UI's compare view and search_runs filters
     assert children["train"].info.run_name == "train-vgg-dirichlet-decals"
     assert children["convert"].data.tags["schema"] == "decals" and children["train"].data.tags["architecture"] == "vgg"
-    iterations = client.search_runs([parent.info.experiment_id], "tags.step = 'al_iteration' and tags.arm = 'bald'")
+    iterations = client.search_runs([experiment_id], "tags.step = 'al_iteration' and tags.arm = 'bald'")
     assert [r.info.run_name for r in iterations] == ["bald-iteration-001"]
-    assert children["convert"].data.params["catalog"] == f"runs:/{run_id['simulate']}/survey/catalog.csv"
+    for conversion in ("convert", "convert_campaign"):
+        assert children[conversion].data.params["catalog"] == f"runs:/{run_id['simulate']}/survey/catalog.csv"
     assert children["train"].data.params["shards"] == f"runs:/{run_id['convert']}/shards"
     assert children["evaluate"].data.params["model"] == children["train"].data.tags["model_uri"]
-    assert children["active_learning"].data.params["shards"] == f"runs:/{run_id['convert']}/shards"
-    assert {"n_written", "test_rmse", "test_coverage_error_w5", "label_saving"} <= set(parent.data.metrics)
+    assert children["active_learning"].data.params["shards"] == f"runs:/{run_id['convert_campaign']}/shards"
+    assert {"n_written", "test_rmse", "test_coverage_error_w5", "label_saving",
+            "bald_iterations_compared"} <= set(parent.data.metrics)
     assert client.get_model_version_by_alias("tiny-default", "champion").run_id == run_id["train"]
-    assert Manifest.read(tmp_path / "work" / "shards").counts["pool"] > 0
+    assert "pool" not in Manifest.read(tmp_path / "work" / "shards").counts
+    assert Manifest.read(tmp_path / "work" / "campaign_shards").counts["pool"] > 0
 
     again = mlflow_run("main", params, None, tmp_path, "main", timeout=900)
+    for step, run in run_id.items():
+        entry_point = "convert" if step.startswith("convert") else step
+        assert f"--- {entry_point}: reusing run {run}" in again.stdout, again.stdout[-3000:]
     for step in steps:
-        assert f"--- {step}: reusing run {run_id[step]}" in again.stdout, again.stdout[-3000:]
-        assert len(client.search_runs([parent.info.experiment_id], f"tags.step = '{step}'")) == 1
+        assert len(client.search_runs([experiment_id], f"tags.step = '{step}'")) == 1
 
     changed = mlflow_run("main", {**params, "epochs": 2, "steps": "train,evaluate"}, None, tmp_path, "main",
                          timeout=900)
     for step in ("simulate", "convert"):
         assert f"--- {step}: reusing run {run_id[step]}" in changed.stdout
     for step in ("train", "evaluate"):
-        runs = client.search_runs([parent.info.experiment_id], f"tags.step = '{step}'")
+        runs = client.search_runs([experiment_id], f"tags.step = '{step}'")
         assert len(runs) == 2, step
-    assert len(client.search_runs([parent.info.experiment_id], "tags.step = 'active_learning'")) == 1
+    assert len(client.search_runs([experiment_id], "tags.step = 'active_learning'")) == 1
 
     # the experiment's status, generated from the store instead of a hand-edited status.md
     mlflow_run("report", {"experiment": "main", "sort_by": "test_rmse", "output": tmp_path / "status.md"}, None,

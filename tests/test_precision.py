@@ -143,7 +143,7 @@ def test_building_never_changes_keras_global_policy():
     # and a float32 model is float32 whatever the global policy the caller set
     keras.config.set_dtype_policy("mixed_bfloat16")
     try:
-        model = build_model(ModelConfig(**TINY_MODEL), GZ_DECALS, (32, 32, 1))
+        model = build_model(ModelConfig(precision="float32", **TINY_MODEL), GZ_DECALS, (32, 32, 1))
         assert keras.config.dtype_policy().name == "mixed_bfloat16"
     finally:
         keras.config.set_dtype_policy(before)

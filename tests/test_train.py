@@ -20,7 +20,9 @@ from zoobot.model.train import TrainConfig, train
 
 
 def tiny_train_config(shards, **kw):
-    return TrainConfig(shards=str(shards), batch_size=8, **{"epochs": 2, **kw})
+    """Mechanics of training on tiny shards: a constant learning rate (a cosine schedule's length is
+    `epochs`, so extending a job would change it) and early stopping from the first epoch."""
+    return TrainConfig(shards=str(shards), batch_size=8, **{"epochs": 2, "schedule": "constant", "min_epochs": 0, **kw})
 
 
 def test_train_checkpoints_every_epoch_and_keeps_the_best(tiny_shards, tmp_path):
@@ -52,6 +54,31 @@ def test_resume_continues_from_the_last_epoch_with_the_same_optimizer_state(tiny
     # and dropout masks come from (seed, epoch), not from generators lost with the process
     whole = train(tiny_train_config(tiny_shards, epochs=4), model_config, manifest, Checkpoint(tmp_path / "w"))
     assert resumed.history == whole.history
+    for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
+        np.testing.assert_array_equal(a, b)
+
+
+def test_a_killed_cosine_schedule_resumes_where_it_stopped(tiny_shards, tmp_path):
+    """The warm-up + cosine schedule is a function of the optimizer's step count, which the checkpoint
+    keeps: a job killed after epoch 2 of 4 and restarted is the job that never stopped."""
+    import keras
+
+    class Killed(Exception):
+        pass
+
+    class KillAfterEpoch2(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                raise Killed
+
+    manifest = Manifest.read(tiny_shards)
+    config = tiny_train_config(tiny_shards, epochs=4, schedule="cosine", warmup_epochs=1)
+    model_config = ModelConfig(**TINY_MODEL)
+    with pytest.raises(Killed):
+        train(config, model_config, manifest, Checkpoint(tmp_path / "c"), callbacks=[KillAfterEpoch2()])
+    resumed = train(config, model_config, manifest, Checkpoint(tmp_path / "c"))
+    whole = train(config, model_config, manifest, Checkpoint(tmp_path / "w"))
+    assert resumed.resumed_from_epoch == 2 and resumed.history == whole.history
     for a, b in zip(resumed.model.get_weights(), whole.model.get_weights()):
         np.testing.assert_array_equal(a, b)
 

@@ -23,13 +23,18 @@ def fake_runner(log):
 def test_the_whole_pipeline_feeds_each_step_the_output_uri_of_the_one_before():
     log = []
     runs = run_pipeline(PipelineConfig(), fake_runner(log))
-    assert [s.entry_point for s in log] == ["simulate", "convert", "train", "evaluate", "active_learning"]
-    assert list(runs) == ["simulate", "convert", "train", "evaluate", "active_learning"]
+    assert [s.entry_point for s in log] == ["simulate", "convert", "train", "evaluate", "convert", "active_learning"]
+    assert list(runs) == ["simulate", "convert", "train", "evaluate", "convert_campaign", "active_learning"]
     by_name = {s.entry_point: s.parameters for s in log}
-    assert by_name["convert"]["catalog"] == "runs:/simulate-run/survey/catalog.csv"
+    everything, campaign = log[1].parameters, log[4].parameters
+    assert everything["catalog"] == campaign["catalog"] == "runs:/simulate-run/survey/catalog.csv"
+    # the model learns from every labelled galaxy; the campaign starts from labelled_size of them
+    assert everything["labelled_size"] == 0 and campaign["labelled_size"] == PipelineConfig().labelled_size > 0
+    assert everything["output_dir"] != campaign["output_dir"]
     assert by_name["train"]["shards"] == by_name["evaluate"]["shards"] == "runs:/convert-run/shards"
     assert by_name["evaluate"]["model"] == "models:/m-123"  # the logged model, not a guess at its path
     assert by_name["active_learning"]["shards"] == "runs:/convert-run/shards"
+    assert by_name["active_learning"]["output"] == "binomial"  # the paper's campaign model
 
 
 def test_a_chosen_step_brings_what_it_needs_and_a_users_catalog_skips_the_simulation():

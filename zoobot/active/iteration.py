@@ -104,12 +104,30 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
 
 def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig,
                     model_config: ModelConfig, callbacks=()) -> tuple[dict, object]:
-    """Train on everything labelled so far; evaluate on the fixed test split; save the model."""
+    """Train on everything labelled so far (config.members models, each from its own seed); evaluate
+    on the fixed test split; save the models. The test metrics are the members' means; the first
+    member is the one registered."""
     folder = iteration_dir(state, iteration)
+    infos, results = [], []
+    for member in range(config.members):
+        name = "" if member == 0 else f"_member{member}"
+        info, result = _train_member(iteration, state, manifest, config, model_config, folder, name,
+                                     seed=config.seed + 7919 * member, callbacks=callbacks if member == 0 else ())
+        infos.append(info)
+        results.append(result)
+    info = {**infos[0], "member_dirs": [i["model_dir"] for i in infos]}
+    for key in infos[0]:
+        if key.startswith("test_") or key == "best_val_loss":
+            info[key] = float(np.mean([i[key] for i in infos]))
+    return info, results[0]
+
+
+def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig, model_config: ModelConfig,
+                  folder: Path, name: str, seed: int, callbacks=()) -> tuple[dict, object]:
     train_config = TrainConfig(shards=str(manifest.root), epochs=config.epochs, batch_size=config.batch_size,
                                learning_rate=config.learning_rate, schedule=config.schedule,
                                weight_decay=config.weight_decay, min_epochs=config.min_epochs,
-                               patience=config.patience, seed=config.seed)
+                               patience=config.patience, seed=seed)
     ids = state.labelled_ids()
     labels = state.labels(ids)
     channels = manifest.image_shape[-1]
@@ -118,17 +136,17 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
                                 manifest.counts[val_split], train_config, channels, training=False)
 
     def data(epoch: int):  # each epoch shuffled and augmented from its own seed: replayable after a crash
-        seed = epoch_seed(config.seed * 1000 + iteration, epoch)
-        batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, seed)
-        return keras_batches(batches, len(ids), train_config, channels, training=True, seed=seed), val_batches
+        epoch_of = epoch_seed(seed * 1000 + iteration, epoch)
+        batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, epoch_of)
+        return keras_batches(batches, len(ids), train_config, channels, training=True, seed=epoch_of), val_batches
 
-    previous = iteration_dir(state, iteration - 1) / "checkpoint" / "best.weights.h5"
+    previous = iteration_dir(state, iteration - 1) / f"checkpoint{name}" / "best.weights.h5"
     warm = previous if config.warm_start and previous.is_file() else None
     with warnings.catch_warnings():
         # the previous model's weights file also holds its optimizer's moments; a warm start takes
         # only the weights, and Keras says so
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        result = train(train_config, model_config, manifest, Checkpoint(folder / "checkpoint"),
+        result = train(train_config, model_config, manifest, Checkpoint(folder / f"checkpoint{name}"),
                        callbacks=list(callbacks), data=data, initial_weights=warm)
 
     test_batches = keras_batches(make_dataset(manifest, "test", batch_size=config.batch_size),
@@ -136,13 +154,26 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
     test = result.model.evaluate(test_batches, return_dict=True, verbose=0)
     meta = ModelMeta(manifest.schema, model_config.output, model_config.question or None,
                      image_shape=tuple(result.model.input_shape[1:]), val_loss=result.best_val_loss)
-    save_bundle(result.model, folder / "model", meta)
+    save_bundle(result.model, folder / f"model{name}", meta)
     info = {
-        "model_dir": str(folder / "model"), "n_labelled": len(ids), "warm_start": warm is not None,
+        "model_dir": str(folder / f"model{name}"), "n_labelled": len(ids), "warm_start": warm is not None,
         "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
         **{f"test_{k}": float(v) for k, v in test.items()},
     }
     return info, result
+
+
+def ensemble_predictions(members: list, manifest: Manifest, ids: list[str], n_samples: int,
+                         seed: int) -> Iterator[Predictions]:
+    """The pool's predictions from every member: each batch's MC samples of all members side by side
+    on the sample axis (n_samples per member), so BALD sees the ensemble's spread."""
+    streams = [pool_predictions(model, meta, manifest, ids, n_samples, seed=seed + k)
+               for k, (model, meta) in enumerate(members)]
+    for batches in zip(*streams):
+        first = batches[0]
+        if any(not np.array_equal(b.id_str, first.id_str) for b in batches[1:]):
+            raise RuntimeError("The members' pool predictions came in different orders; cannot combine them.")
+        yield replace(first, samples=np.concatenate([b.samples for b in batches], axis=-1))
 
 
 def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_config: ModelConfig,
@@ -157,9 +188,12 @@ def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_con
         return {**info, **on_trained(iteration, info, result)}
 
     def predict_step(iteration, pool_ids, train_info):
-        model, meta = load_bundle(Path(train_info["model_dir"]) / BUNDLE_KERAS)
-        return pool_predictions(model, meta, manifest, pool_ids, config.n_samples,
-                                seed=epoch_seed(config.seed * 1000 + iteration, 10_000))
+        seed = epoch_seed(config.seed * 1000 + iteration, 10_000)
+        folders = train_info.get("member_dirs") or [train_info["model_dir"]]
+        members = [load_bundle(Path(folder) / BUNDLE_KERAS) for folder in folders]
+        if len(members) == 1:
+            return pool_predictions(*members[0], manifest, pool_ids, config.n_samples, seed=seed)
+        return ensemble_predictions(members, manifest, pool_ids, config.n_samples, seed)
 
     def request_step(iteration, acquired):
         if config.oracle == "zooniverse":

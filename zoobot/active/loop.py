@@ -35,7 +35,10 @@ class ALConfig:
     selection: str = field(default="top", metadata={
         "help": "How the batch is taken from the scores: 'top' (the n_acquire best) or 'power' (drawn in proportion "
                 "to the score: informative galaxies, spread over the pool; Kirsch et al. 2023)."})
-    n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy."})
+    n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy (per member)."})
+    members: int = field(default=1, metadata={
+        "help": "Models trained per iteration, each from its own seed: the pool is scored with all their MC samples "
+                "(a deep ensemble of MC-dropout models); test metrics are the members' means."})
     n_volunteers: float = field(default=40.0, metadata={
         "help": "Volunteers expected to classify each galaxy (sets N in the vote likelihoods)."})
     oracle: str = field(default="simulated", metadata={
@@ -45,14 +48,14 @@ class ALConfig:
         "help": "zooniverse: CSV of reduced vote counts for the galaxies requested last iteration."})
     warm_start: bool = field(default=True, metadata={
         "help": "Start training from the previous iteration's model instead of from scratch."})
-    epochs: int = field(default=10, metadata={"help": "Maximum epochs per iteration."})
+    epochs: int = field(default=30, metadata={"help": "Maximum epochs per iteration (the schedule's length)."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
-    schedule: str = field(default="constant", metadata={
+    schedule: str = field(default="cosine", metadata={
         "help": "Learning rate over each iteration's training: 'constant' or 'cosine' (warm-up, then decay)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; 0 = plain Adam."})
-    min_epochs: int = field(default=0, metadata={"help": "Early stopping never stops before this epoch."})
-    patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
+    min_epochs: int = field(default=10, metadata={"help": "Early stopping never stops before this epoch."})
+    patience: int = field(default=10, metadata={"help": "Early-stopping patience (epochs)."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of random acquisition."})
     registered_model_name: str = field(default="", metadata={
         "help": "Register each iteration's model under this name ('' = zoobot-al-<campaign>-<arm>, <campaign> being "
@@ -68,6 +71,8 @@ class ALConfig:
             problems.append(f"n_acquire must be >= 1, got {self.n_acquire}")
         if self.n_samples < 1:
             problems.append(f"n_samples must be >= 1, got {self.n_samples}")
+        if self.members < 1:
+            problems.append(f"members must be >= 1, got {self.members}")
         if problems:
             raise ValueError("Invalid al_iteration settings: " + "; ".join(problems) + ".")
         acquisition.get_acquisition(self.acquisition)  # says which names exist

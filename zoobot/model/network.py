@@ -76,7 +76,7 @@ class ModelConfig:
     weights_path: str = field(default="", metadata={
         "help": "efficientnetb0 only: a local weights file for the backbone (.h5 as keras.applications "
                 "downloads it, or .weights.h5); empty = train from scratch."})
-    precision: str = field(default="float32", metadata={
+    precision: str = field(default="auto", metadata={
         "help": "'float32', 'bfloat16' (trunk computes in bfloat16 with float32 weights; the output, loss and "
                 "metrics stay float32) or 'auto' (bfloat16 where the CPU has amx_bf16/avx512_bf16 or the GPU "
                 "supports bf16 and the architecture is measured faster in it: vgg; float32 elsewhere)."})

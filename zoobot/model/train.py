@@ -34,18 +34,18 @@ SCHEDULES = ("constant", "cosine")
 class TrainConfig:
     shards: str = field(metadata={
         "help": "Shards to train on: the output_dir of `convert`, or its run URI (runs:/<id> or runs:/<id>/shards)."})
-    epochs: int = field(default=10, metadata={"help": "Maximum number of epochs."})
+    epochs: int = field(default=30, metadata={"help": "Maximum number of epochs (the schedule's length)."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch (global, over all replicas)."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
-    schedule: str = field(default="constant", metadata={
+    schedule: str = field(default="cosine", metadata={
         "help": "Learning rate over training: 'constant', or 'cosine' (linear warm-up over warmup_epochs, then "
                 "cosine decay to 1% of learning_rate at the last epoch)."})
     warmup_epochs: int = field(default=1, metadata={"help": "cosine only: epochs of linear warm-up from 0."})
     weight_decay: float = field(default=0.0, metadata={
         "help": "Decoupled weight decay (AdamW) per step, as a fraction of the learning rate; 0 = plain Adam."})
-    patience: int = field(default=5, metadata={
+    patience: int = field(default=8, metadata={
         "help": "Early stopping: epochs without a better validation loss before training stops."})
-    min_epochs: int = field(default=0, metadata={
+    min_epochs: int = field(default=10, metadata={
         "help": "Early stopping never stops before this epoch: a model still on its first plateau (loss at "
                 "chance) is given time to leave it."})
     augment: bool = field(default=True, metadata={

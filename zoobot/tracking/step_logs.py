@@ -212,6 +212,30 @@ def log_iteration(outcome, state, manifest, only_missing: bool = False) -> None:
         mlflow.log_table(acquired.astype({"id_str": str}), artifact_file="acquired.json")
         _log_csv(acquired, "acquired.csv")
         _log_acquired_vs_random(list(acquired["id_str"]), scores["id_str"].to_numpy(), state, manifest, step)
+        truth = acquired_truth(manifest, list(acquired["id_str"]), scores["id_str"].tolist())
+        if truth:
+            mlflow.log_metrics(truth, step=step)
+
+
+def acquired_truth(manifest, acquired_ids: list, pool_ids: list) -> dict[str, float]:
+    """On a simulated survey: the mean true probability of the first answer of the first question
+    (p(smooth) for GZ DECaLS) of the acquired galaxies and of the whole pool, so a run shows what the
+    acquisition favours (BALD taking only bright smooth galaxies, say). Empty for a real survey."""
+    import numpy as np
+
+    from zoobot.model.evaluate import known_truth
+
+    if not acquired_ids or manifest.catalog is None:
+        return {}
+    column = manifest.label_cols[0]
+    pool = known_truth(manifest, pool_ids)
+    if pool is None:
+        return {}
+    first = pool[:, 0]
+    chosen = np.isin(np.asarray(pool_ids), np.asarray(acquired_ids))
+    if not np.isfinite(first[chosen]).any():
+        return {}
+    return {f"acquired_true_{column}": float(np.nanmean(first[chosen])), f"pool_true_{column}": float(np.nanmean(first))}
 
 
 def _log_acquired_vs_random(acquired_ids: list, pool_ids, state, manifest, step: int) -> None:

@@ -34,17 +34,19 @@ class CampaignConfig:
     n_acquire: int = field(default=128, metadata={"help": "Galaxies acquired per iteration."})
     selection: str = field(default="top", metadata={
         "help": "'top' (the n_acquire best scores) or 'power' (drawn in proportion to the score)."})
-    n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy."})
+    n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy (per member)."})
+    members: int = field(default=1, metadata={
+        "help": "Models per iteration (a deep ensemble of MC-dropout models scores the pool)."})
     n_volunteers: float = field(default=40.0, metadata={"help": "Volunteers expected per galaxy."})
     warm_start: bool = field(default=True, metadata={"help": "Start each iteration from the previous model."})
-    epochs: int = field(default=10, metadata={"help": "Maximum epochs per iteration."})
+    epochs: int = field(default=30, metadata={"help": "Maximum epochs per iteration (the schedule's length)."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
-    schedule: str = field(default="constant", metadata={
+    schedule: str = field(default="cosine", metadata={
         "help": "Learning rate over each iteration's training: 'constant' or 'cosine' (warm-up, then decay)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; 0 = plain Adam."})
-    min_epochs: int = field(default=0, metadata={"help": "Early stopping never stops before this epoch."})
-    patience: int = field(default=3, metadata={"help": "Early-stopping patience (epochs)."})
+    min_epochs: int = field(default=10, metadata={"help": "Early stopping never stops before this epoch."})
+    patience: int = field(default=10, metadata={"help": "Early-stopping patience (epochs)."})
     seed: int = field(default=0, metadata={"help": "Seed shared by every arm."})
 
     def __post_init__(self):
@@ -60,7 +62,8 @@ class CampaignConfig:
     def arm_config(self, arm: str) -> ALConfig:
         return ALConfig(
             state=str(Path(self.work_dir) / arm / "state.db"), shards=self.shards, acquisition=arm,
-            n_acquire=self.n_acquire, selection=self.selection, n_samples=self.n_samples, n_volunteers=self.n_volunteers,
+            n_acquire=self.n_acquire, selection=self.selection, n_samples=self.n_samples,
+            members=self.members, n_volunteers=self.n_volunteers,
             warm_start=self.warm_start, epochs=self.epochs, batch_size=self.batch_size,
             learning_rate=self.learning_rate, schedule=self.schedule, weight_decay=self.weight_decay,
             min_epochs=self.min_epochs, patience=self.patience, seed=self.seed)

@@ -4,8 +4,11 @@ Plain data and functions: `run_pipeline` decides which steps run and hands each 
 the step before it, as MLflow's multistep example does; entrypoints/main.py gives it the function
 that runs (or reuses) one step as a child MLflow run:
 
-    simulate -> convert -> train -> evaluate
-                       \\-> active_learning (BALD against random, from the same labelled start)
+    simulate -> convert (every labelled galaxy) -> train -> evaluate
+             \\-> convert (labelled_size labelled, the rest a pool) -> active_learning (BALD against random)
+
+The train step models the whole labelled catalog, as a user with a labelled catalog would; the
+campaign replays, on the same galaxies, how many of those labels active learning would have needed.
 
 A step is identified by its entry point and its parameters, which include the URIs of its inputs
 (`runs:/<upstream run>/...`) and the code version. A finished run with the same identity is reused;
@@ -35,20 +38,23 @@ class PipelineConfig:
         "help": "Your own catalog (CSV, Parquet, FITS) of vote counts and image paths; '' simulates a survey."})
     schema: str = field(default="decals", metadata={"help": "Decision tree of the catalog: decals, gz2 or a file."})
     image_column: str = field(default="file_loc", metadata={"help": "Catalog column with each galaxy's image path."})
-    n_galaxies: int = field(default=500, metadata={"help": "Galaxies in the simulated survey."})
+    n_galaxies: int = field(default=1500, metadata={"help": "Galaxies in the simulated survey."})
     image_size: int = field(default=64, metadata={"help": "Image size in pixels, simulated and converted."})
-    labelled_size: int = field(default=150, metadata={
-        "help": "Galaxies labelled at the start (the train split); the rest of the training galaxies form the "
-                "active-learning pool. 0: label all, no pool (then active_learning cannot run)."})
-    epochs: int = field(default=4, metadata={"help": "Epochs of the train step and of each AL iteration."})
+    labelled_size: int = field(default=100, metadata={
+        "help": "Galaxies labelled at the start of the active-learning campaign; the rest of its training galaxies "
+                "form the pool (the train step uses every labelled galaxy). 0: no campaign."})
+    epochs: int = field(default=20, metadata={"help": "Epochs of the train step."})
     filters: str = field(default="16,32,64", metadata={"help": "Convolution filters per block of the CNN."})
     dense_units: int = field(default=64, metadata={"help": "Units of the dense layer before the dropout head."})
-    al_iterations: int = field(default=2, metadata={"help": "Active-learning iterations per arm."})
+    al_iterations: int = field(default=4, metadata={"help": "Active-learning iterations per arm."})
+    al_epochs: int = field(default=40, metadata={
+        "help": "Epochs of each active-learning iteration's training (a few hundred labelled galaxies: many short "
+                "epochs)."})
     al_output: str = field(default="binomial", metadata={
         "help": "The campaign's model: 'binomial' (the first question, smooth-or-featured: the paper's setting) or "
                 "'dirichlet' (the whole tree, as the train step's)."})
     arms: str = field(default="bald,random", metadata={"help": "Acquisition functions the campaign compares."})
-    n_acquire: int = field(default=32, metadata={"help": "Galaxies acquired per AL iteration."})
+    n_acquire: int = field(default=50, metadata={"help": "Galaxies acquired per AL iteration."})
     registered_model_name: str = field(default="zoobot-default", metadata={
         "help": "Registry name of the trained model (the first version, and any better one, becomes @champion)."})
     seed: int = field(default=1, metadata={"help": "Seed of the simulation, the splits and training."})
@@ -99,14 +105,16 @@ def simulate_step(config: PipelineConfig) -> Step:
     })
 
 
-def convert_step(config: PipelineConfig, catalog_uri: str) -> Step:
+def convert_step(config: PipelineConfig, catalog_uri: str, campaign: bool = False) -> Step:
+    """The catalog as shards: every labelled galaxy in train/validation/test, or (`campaign`) with
+    only labelled_size of the training galaxies labelled and the rest an unlabelled pool."""
     return Step("convert", {
         "catalog": catalog_uri,
         "schema": config.schema,
         "image_column": config.image_column,
-        "output_dir": str(Path(config.work_dir) / "shards"),
+        "output_dir": str(Path(config.work_dir) / ("campaign_shards" if campaign else "shards")),
         "image_size": config.image_size,
-        "labelled_size": config.labelled_size,
+        "labelled_size": config.labelled_size if campaign else 0,
         "seed": config.seed,
         "overwrite": "true",
     })
@@ -136,7 +144,7 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
         "iterations": config.al_iterations,
         "arms": config.arms,
         "n_acquire": config.n_acquire,
-        "epochs": config.epochs,
+        "epochs": config.al_epochs,
         "filters": config.filters,
         "dense_units": config.dense_units,
         "output": config.al_output,
@@ -169,7 +177,8 @@ def run_pipeline(config: PipelineConfig, run_step: Callable[[Step], object]) -> 
     if not config.catalog:
         runs["simulate"] = run_step(simulate_step(config))
         catalog_uri = f"runs:/{runs['simulate'].info.run_id}/survey/catalog.csv"
-    if "convert" in wanted:
+    chosen = set(config.step_list)
+    if "train" in wanted or "convert" in chosen:
         runs["convert"] = run_step(convert_step(config, catalog_uri))
         shards_uri = f"runs:/{runs['convert'].info.run_id}/shards"
     if "train" in wanted:
@@ -178,6 +187,9 @@ def run_pipeline(config: PipelineConfig, run_step: Callable[[Step], object]) -> 
         train_run = runs["train"]
         model_uri = train_run.data.tags.get(tag_names.MODEL_URI) or f"runs:/{train_run.info.run_id}/model"
         runs["evaluate"] = run_step(evaluate_step(config, model_uri, shards_uri))
+    if "active_learning" in wanted or ("convert" in chosen and config.labelled_size > 0):
+        runs["convert_campaign"] = run_step(convert_step(config, catalog_uri, campaign=True))
     if "active_learning" in wanted:
-        runs["active_learning"] = run_step(active_learning_step(config, shards_uri))
+        campaign_uri = f"runs:/{runs['convert_campaign'].info.run_id}/shards"
+        runs["active_learning"] = run_step(active_learning_step(config, campaign_uri))
     return runs
