@@ -80,6 +80,9 @@ def main() -> None:
     if unknown:
         raise SystemExit(f"Unknown candidates {unknown}; choose from {list(CANDIDATES)}.")
     for name in names:
+        if all(finished_runs(f"{name}-s{seed}") for seed in seeds):
+            print(f"{name}: every seed done before, kept", flush=True)
+            continue
         settings = {**COMMON, "output": args.output_kind, **CANDIDATES[name]}
         settings["epochs"] = epochs_for_budget(shards, settings, args.budget)
         for seed in seeds:
