@@ -30,6 +30,10 @@ VARIANTS = {  # settings on top of COMMON; later options win
     "power": ["--selection", "power"],  # PowerBALD: batch drawn in proportion to the score
     "long": ["--epochs", "40"],  # longer training of each iteration's model
     "ens3": ["--epochs", "40", "--members", "3"],  # a deep ensemble of 3 MC-dropout models
+    # The diagnostic: acquire where the model's mean is furthest from the simulator's true p(smooth),
+    # what a perfect uncertainty would point at. If even this does not beat random, no acquisition can
+    # on this survey and test metric.
+    "oracle": ["--epochs", "40", "--arms", "truth_error,random"],
 }
 
 
@@ -49,8 +53,12 @@ def main() -> None:
         shards = prepare(work)
         for name in args.variants.split(","):
             for seed in args.seeds.split(","):
-                zoobot("active_learning", "--shards", str(shards), "--seed", seed,
-                       "--work-dir", str(work / "runs" / f"{name}-s{seed}"), *COMMON, *VARIANTS[name])
+                options = ["--shards", str(shards), "--seed", seed, "--work-dir", str(work / "runs" / f"{name}-s{seed}"),
+                           *COMMON, *VARIANTS[name]]
+                if name == "oracle":  # its acquisition reads the truth: registered in this process
+                    in_process_campaign(work / "survey" / "catalog.csv", options)
+                else:
+                    zoobot("active_learning", *options)
     output = Path(args.output or ROOT / "benchmarks" / "results" / f"al-study-{time.strftime('%Y-%m-%d')}.md")
     output.write_text(summary(args.experiment))
     print(f"Wrote {output}")
@@ -60,6 +68,26 @@ def zoobot(*args: str) -> None:
     done = subprocess.run([sys.executable, "-m", "zoobot.cli", *args], cwd=ROOT, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"zoobot {' '.join(args)} failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+
+
+def in_process_campaign(catalog: Path, options: list[str]) -> None:
+    """`zoobot active_learning` in this process, with the acquisition `truth_error` registered: the
+    absolute error of the posterior-mean p(smooth) against the simulator's truth."""
+    import numpy as np
+    import pandas as pd
+
+    from zoobot.cli.active import active_learning
+    from zoobot.core.acquisition import register
+
+    table = pd.read_csv(catalog, usecols=["iauname", "true_smooth-or-featured_smooth"]).set_index("iauname")
+    truth = table["true_smooth-or-featured_smooth"]
+
+    @register("truth_error", overwrite=True)
+    def truth_error(predictions, n_volunteers, rng):
+        predicted = predictions.samples[:, 0, :].mean(axis=1)
+        return np.abs(predicted - truth.reindex(predictions.id_str).to_numpy(float))
+
+    active_learning().main(options, standalone_mode=False)
 
 
 def prepare(work: Path) -> Path:
@@ -93,6 +121,9 @@ def summary(experiment: str) -> str:
         for arm, rows in children.groupby("tags.arm"):
             rows = rows.dropna(subset=["metrics.n_labelled", "metrics.test_loss"]).sort_values("metrics.n_labelled")
             curves[arm] = rows
+        if "truth_error" in curves:  # the oracle diagnostic: shown in BALD's place
+            curves["bald"] = curves.pop("truth_error")
+            name += " (truth_error in the bald row)"
         if set(curves) != {"bald", "random"}:
             continue
         random_loss = dict(zip(curves["random"]["metrics.n_labelled"], curves["random"]["metrics.test_loss"]))
