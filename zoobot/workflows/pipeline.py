@@ -38,14 +38,14 @@ class PipelineConfig:
         "help": "Your own catalog (CSV, Parquet, FITS) of vote counts and image paths; '' simulates a survey."})
     schema: str = field(default="decals", metadata={"help": "Decision tree of the catalog: decals, gz2 or a file."})
     image_column: str = field(default="file_loc", metadata={"help": "Catalog column with each galaxy's image path."})
-    n_galaxies: int = field(default=1500, metadata={"help": "Galaxies in the simulated survey."})
+    n_galaxies: int = field(default=3000, metadata={"help": "Galaxies in the simulated survey."})
     image_size: int = field(default=64, metadata={"help": "Image size in pixels, simulated and converted."})
     labelled_size: int = field(default=100, metadata={
         "help": "Galaxies labelled at the start of the active-learning campaign; the rest of its training galaxies "
                 "form the pool (the train step uses every labelled galaxy). 0: no campaign."})
     epochs: int = field(default=20, metadata={"help": "Epochs of the train step."})
-    filters: str = field(default="16,32,64", metadata={"help": "Convolution filters per block of the CNN."})
-    dense_units: int = field(default=64, metadata={"help": "Units of the dense layer before the dropout head."})
+    filters: str = field(default="32,64,128,128", metadata={"help": "Convolution filters per block of the CNN."})
+    dense_units: int = field(default=128, metadata={"help": "Units of the dense layer before the dropout head."})
     al_iterations: int = field(default=4, metadata={"help": "Active-learning iterations per arm."})
     al_epochs: int = field(default=40, metadata={
         "help": "Epochs of each active-learning iteration's training (a few hundred labelled galaxies: many short "
