@@ -301,6 +301,28 @@ def test_mc_predict_is_exact_without_dropout():
     assert np.all(fast == fast[..., :1])  # rate 0: every sample the same
 
 
+def test_head_samples_keep_each_galaxy_and_sample_in_place_across_calls(vgg, monkeypatch):
+    from zoobot.model import sampling
+
+    keras.utils.set_random_seed(6)
+    exact = build_model(ModelConfig(dropout_rate=0.0, precision="float32", **TINY), GZ_DECALS, (32, 32, 1))
+    x = images(7, seed=5)
+    for model in (exact, vgg):
+        trunk, head = split_trunk_head(model)
+        features = trunk.predict_on_batch(x)
+        with monkeypatch.context() as patch:
+            patch.setattr(sampling, "HEAD_ELEMENTS", features.shape[1] * 6 * 2)  # two galaxies per call
+            chunked = sampling.head_samples(head, features, 6)
+        one_call = sampling.head_samples(head, features, 6)
+        for samples in (one_call, chunked):
+            assert samples.shape == (7, GZ_DECALS.n_answers, 6) and samples.dtype == np.float32
+            if model is exact:  # no dropout: every sample is the galaxy's own output, in its place
+                np.testing.assert_allclose(samples, np.repeat(model.predict(x, verbose=0)[..., None], 6, -1),
+                                           rtol=1e-5)
+            else:  # every galaxy's samples differ: each tiled row draws its own mask
+                assert np.all(samples.std(axis=-1).mean(axis=1) > 0)
+
+
 def test_mc_predict_reads_a_dataset_of_images_and_labels(vgg):
     x = images(5)
     labels = np.zeros((5, GZ_DECALS.n_answers))

@@ -53,6 +53,22 @@ def test_predict_streams_samples_and_a_summary_for_every_galaxy(bundle, tiny_sha
         predict(config, model, meta, manifest)
 
 
+def test_predict_reads_labelled_splits_and_an_unlabelled_pool_in_one_pass(bundle, tiny_shards, tmp_path):
+    from zoobot.data.convert import ConvertConfig, convert
+
+    survey = tiny_shards.parent / "survey"
+    shards = convert(ConvertConfig(catalog=str(survey / "catalog.csv"), output_dir=str(tmp_path / "al_shards"),
+                                   image_size=32, shard_size=16, workers=1, labelled_size=20)).manifest.root
+    manifest = Manifest.read(shards)
+    assert "pool" in manifest.splits
+    model, meta = load_bundle(bundle)
+    result = predict(PredictConfig(model=str(bundle), shards=str(shards), output_dir=str(tmp_path / "out"),
+                                   n_samples=3, batch_size=7), model, meta, manifest)
+    expected_ids = np.concatenate([read_split(manifest, s)["id_str"] for s in manifest.splits])
+    np.testing.assert_array_equal(read_predictions(result.samples_path).id_str, expected_ids)
+    assert len(pd.read_csv(result.summary_path)) == len(expected_ids) == 48
+
+
 def test_predict_overwrite_replaces_only_its_own_files(bundle, tiny_shards, tmp_path):
     model, meta = load_bundle(bundle)
     manifest = Manifest.read(tiny_shards)

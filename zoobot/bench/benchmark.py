@@ -6,11 +6,14 @@ on the same images, with the variants interleaved within each repetition (and th
 so that a burst of load from elsewhere hits every variant alike. Each figure is the median over
 repetitions, with the spread (min, max) of those repetitions.
 
-Figures, in the order they run (targets from the project's issue 6), and where each is measured:
+Figures, in the order they run (targets from the project's issues 6 and 13), and where each is measured:
 
 1. mc_speedup, mc_cost_vs_single_pass (speed): `predict` (trunk once, dropout head T times, streamed
    to disk) against T full stochastic passes, and against one pass.
 6. bald_fraction (speed): BALD over predict's samples, as a fraction of the predict time that made them.
+12. inference_ratio_cnn, inference_ratio_efficientnetb0 (speed): `predict` at T=30 from shards against
+   one in-memory `model.predict` of the same network, the default CNN and EfficientNetB0 at 224 px;
+   a cold `zoobot predict` process's fixed start-up cost is reported beside it.
 2. train_input_ratio (speed): `train` from TFRecord shards with augmentation against `model.fit` on
    the same images in memory (steady-state epochs).
 3. tracking_overhead (speed): the real training job (zoobot.workflows.training.run_training: its run,
@@ -39,6 +42,7 @@ from pathlib import Path
 from zoobot.bench.config import BenchmarkConfig, Sizes, resolve_sizes
 from zoobot.bench.data import prepare_speed_data
 from zoobot.bench.measurement import SCIENCE_KEYS, SPECS, Measurement
+from zoobot.bench.inference import inference_figures
 from zoobot.bench.memory import memory_child, memory_figure
 from zoobot.bench.report import environment, format_table, report, write_report
 from zoobot.bench.science import science_figures
@@ -76,6 +80,8 @@ def speed_figures(root: Path, sizes: Sizes, seed: int, progress) -> list[Measure
     data = prepare_speed_data(root, sizes, seed)
     progress("Figures 1 and 6: prediction and acquisition speed ...")
     measurements = prediction_figures(data["shards"], sizes, root, seed)
+    progress("Figure 12: end-to-end inference, the CNN and EfficientNetB0 ...")
+    measurements += inference_figures(data["speed_catalog"], sizes, root, seed)
     progress("Figures 2 and 3: training input and tracking overhead (run_training) ...")
     measurements += training_figures(data["shards"], sizes, root, seed)
     progress("Figure 4: conversion speed ...")

@@ -78,7 +78,8 @@ class Sizes:
     """Everything a run measures at, resolved from the mode and the config's overrides."""
     mode: str
     repeats: int
-    image_size: int  # figures 1-3
+    image_size: int  # figures 1-3, and the CNN of figure 12
+    efficientnet_size: int  # EfficientNetB0 of figure 12
     n_images: int
     naive_images: int  # the T-full-passes reference runs on the first this-many of them
     n_samples: int
@@ -106,17 +107,17 @@ class Sizes:
 
 
 PRESETS = {
-    "full": Sizes("full", repeats=5, image_size=64, n_images=2048, naive_images=512, n_samples=30,
+    "full": Sizes("full", repeats=5, image_size=64, efficientnet_size=224, n_images=2048, naive_images=512, n_samples=30,
                   filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=2000,
                   convert_source_size=424, memory_pool=10_000, memory_image_size=16, science=True, speed=True,
                   science_seeds=1, science_galaxies=3000, science_image_size=64, science_epochs=30, al_initial=100,
                   al_acquire=50, al_iterations=4, al_epochs=30, al_samples=15, al_galaxies=1500),
-    "quick": Sizes("quick", repeats=3, image_size=64, n_images=1024, naive_images=256, n_samples=30,
+    "quick": Sizes("quick", repeats=3, image_size=64, efficientnet_size=224, n_images=1024, naive_images=256, n_samples=30,
                    filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=600,
                    convert_source_size=424, memory_pool=2500, memory_image_size=16, science=False, speed=True,
                    science_seeds=1, science_galaxies=600, science_image_size=32, science_epochs=4, al_initial=64,
                    al_acquire=32, al_iterations=3, al_epochs=3, al_samples=10, al_galaxies=600),
-    "tiny": Sizes("tiny", repeats=1, image_size=16, n_images=64, naive_images=32, n_samples=30,
+    "tiny": Sizes("tiny", repeats=1, image_size=16, efficientnet_size=32, n_images=64, naive_images=32, n_samples=30,
                   filters="4,8", dense_units=16, train_epochs=1, batch_size=16, convert_galaxies=48,
                   convert_source_size=64, memory_pool=200, memory_image_size=16, science=False, speed=True,
                   science_seeds=1, science_galaxies=120, science_image_size=32, science_epochs=1, al_initial=24,

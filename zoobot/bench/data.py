@@ -40,7 +40,8 @@ def prepare_speed_data(root: Path, sizes: Sizes, seed: int) -> dict:
         size = sizes.convert_source_size
         Image.open(root / "survey" / file_loc).resize((size, size), Image.Resampling.BICUBIC).save(target)
     subset.to_csv(source / "catalog.csv", index=False)
-    return {"shards": Path(shards), "convert_catalog": source / "catalog.csv"}
+    return {"shards": Path(shards), "convert_catalog": source / "catalog.csv",
+            "speed_catalog": root / "survey" / "speed_catalog.csv"}
 
 
 def speed_model_config(sizes: Sizes):

@@ -21,6 +21,10 @@ SPECS = {
     "convert_1_worker": ("4. convert, 1 worker / bare decode+resize (images/s)", ">=", 0.7, "x"),
     "predict_memory_ratio": (f"5. predict peak RSS, {MEMORY_SCALE}x pool / 1x pool", "<=", 1.1, "x"),
     "bald_fraction": ("6. BALD time / predict time of the same samples", "<", 0.05, "fraction"),
+    "inference_ratio_cnn": ("12. predict T=30 from shards / in-memory model.predict, default CNN (galaxies/s)",
+                            ">=", 0.8, "x"),
+    "inference_ratio_efficientnetb0": ("12. predict T=30 from shards / in-memory model.predict, EfficientNetB0 "
+                                       "224 px", ">=", 0.8, "x"),
     "label_efficiency": (f"7. labels BALD needs / random needs, binomial {QUESTION} model", "<=", 0.65,
                          "fraction"),
     "label_efficiency_dirichlet": ("7. labels BALD needs / random needs, Dirichlet tree model", "<=", 0.65,

@@ -24,7 +24,10 @@ together; the registry at the end is a few dozen lines.)
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
 import numpy as np
@@ -40,6 +43,7 @@ METHODS = ("stick", "exact")
 # larger numpy calls.
 _CHUNK_ELEMENTS = 2**17
 _MAX_EXACT_VECTORS = 50_000  # count vectors per question for method="exact"
+_TASK_ELEMENTS = 2**20  # log-pmf entries per thread task of the vote-count kernels
 _TINY = np.finfo(float).tiny
 
 Acquisition = Callable[[Predictions, float, np.random.Generator], np.ndarray]
@@ -94,17 +98,46 @@ def _interpolated_in_votes(kernel, n_votes: np.ndarray, *params: np.ndarray) -> 
     frac = n_votes - low
     mutual_information = np.zeros(len(n_votes))
     entropy = np.zeros(len(n_votes))
+    tasks = []
     for votes in np.unique(low):
         for with_next in (False, True):
             rows = np.flatnonzero((low == votes) & ((frac > 0) == with_next))
             if not rows.size or (votes == 0 and not with_next):
                 continue  # no votes, no information
-            results = kernel(int(votes), with_next, *(p[rows] for p in params))
+            # pieces of about _TASK_ELEMENTS, so every core gets a share of the large groups
+            width = (votes + 2) * params[0].shape[-1]
+            n_pieces = max(1, int(np.ceil(rows.size * width / _TASK_ELEMENTS)))
+            tasks += [(int(votes), with_next, piece) for piece in np.array_split(rows, n_pieces)]
+
+    def run(task):
+        votes, with_next, rows = task
+        return kernel(votes, with_next, *(p[rows] for p in params))
+
+    # numpy's ufuncs and einsum release the GIL on blocks this large, so threads share the cores
+    with _thread_pool(len(tasks)) as pool:
+        for (votes, with_next, rows), results in zip(tasks, pool.map(run, tasks)):
             weights = [1 - frac[rows], frac[rows]] if with_next else [1.0]
             for (mi, h), weight in zip(results, weights):
                 mutual_information[rows] += weight * mi
                 entropy[rows] += weight * h
     return mutual_information, entropy
+
+
+@contextlib.contextmanager
+def _thread_pool(n_tasks: int):
+    """A pool of one thread per core (at most one per task); a single task runs in this thread."""
+    workers = min(n_tasks, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    if workers <= 1:
+        yield _SerialPool()
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="zoobot-bald") as pool:
+        yield pool
+
+
+class _SerialPool:
+    @staticmethod
+    def map(function, items):
+        return map(function, items)
 
 
 def _one_count_at_a_time(kernel):

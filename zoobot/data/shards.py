@@ -81,6 +81,7 @@ def make_dataset(
     shuffle_buffer: int = 2048,
     drop_remainder: bool = False,
     shard: tuple[int, int] | None = None,
+    labels: bool = True,
 ) -> tf.data.Dataset:
     """Batches of {'id_str': string, 'image': uint8 (B, H, W, C), ['labels': int64 (B, n_answers)]}.
 
@@ -88,11 +89,12 @@ def make_dataset(
     reshape per batch, which is several times faster than per-record PNG decoding. The order is a
     function of `seed` alone (parallel reads keep a deterministic order), so a seeded epoch is the
     same in every process. `shard=(n, i)` keeps every n-th galaxy from the i-th: one worker's share.
+    `labels=False` leaves the vote counts unread (prediction), so every split has the same elements.
     """
     info = manifest.split(split)
     files = [str(p) for p in manifest.files(split)]
     height, width, channels = manifest.image_shape
-    spec = _feature_spec(manifest, info.labelled)
+    spec = _feature_spec(manifest, info.labelled and labels)
 
     ds = tf.data.Dataset.from_tensor_slices(files)
     if shuffle:

