@@ -111,7 +111,7 @@ PRESETS = {
                   filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=2000,
                   convert_source_size=424, memory_pool=10_000, memory_image_size=16, science=True, speed=True,
                   science_seeds=1, science_galaxies=3000, science_image_size=64, science_epochs=30, al_initial=100,
-                  al_acquire=50, al_iterations=4, al_epochs=30, al_samples=15, al_galaxies=1500),
+                  al_acquire=50, al_iterations=4, al_epochs=40, al_samples=15, al_galaxies=3000),
     "quick": Sizes("quick", repeats=3, image_size=64, efficientnet_size=224, n_images=1024, naive_images=256, n_samples=30,
                    filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=600,
                    convert_source_size=424, memory_pool=2500, memory_image_size=16, science=False, speed=True,
