@@ -189,6 +189,10 @@ def finished_runs(run_name: str):
 
 SUMMARY_METRICS = ("test_truth_rmse", "test_truth_rmse_ratio", "test_spread_error_spearman", "test_rmse",
                    "test_coverage_error_w5", "test_coverage_error_w10", "test_accuracy")
+# the tree model's summary adds its smooth-or-featured question, the binomial model's one question
+TREE_QUESTION = "smooth-or-featured"
+TREE_METRICS = tuple(f"test_{TREE_QUESTION}_{m}" for m in (
+    "truth_rmse", "truth_rmse_ratio", "spread_error_spearman", "coverage_error_w5", "coverage_error_w10"))
 
 
 def write_summary(args, output: Path) -> None:
@@ -201,7 +205,8 @@ def write_summary(args, output: Path) -> None:
              f"(--budget {args.budget:g} CPU-seconds of training per run, seeds {args.seeds}, "
              f"{args.n_galaxies} simulated galaxies at {args.image_size} px, {args.output_kind} model). "
              "Each cell: mean over seeds [min, max]. Lower is better except the Spearman correlation.", ""]
-    columns = [m for m in SUMMARY_METRICS if f"metrics.{m}" in runs]
+    wanted = SUMMARY_METRICS + (TREE_METRICS if args.output_kind == "dirichlet" else ())
+    columns = [m for m in wanted if f"metrics.{m}" in runs]
     lines.append("| candidate | epochs | train CPU-s | " + " | ".join(columns) + " |")
     lines.append("|---" * (len(columns) + 3) + "|")
     for name in CANDIDATES:
