@@ -54,6 +54,10 @@ CANDIDATES = {
     "bf16-cosine-batch64": {"precision": "bfloat16", "schedule": "cosine", "batch_size": 64,
                             "learning_rate": 0.002},
     "bf16-cosine-noaug": {"precision": "bfloat16", "schedule": "cosine", "augment": False},
+    "bf16-cosine-drop25-dense256": {"precision": "bfloat16", "schedule": "cosine", "dropout_rate": 0.25,
+                                    "dense_units": 256},
+    "bf16-cosine-drop25-convdrop": {"precision": "bfloat16", "schedule": "cosine", "dropout_rate": 0.25,
+                                    "conv_dropout_rate": 0.25},
 }
 
 
