@@ -69,6 +69,24 @@ def test_predict_reads_labelled_splits_and_an_unlabelled_pool_in_one_pass(bundle
     assert len(pd.read_csv(result.summary_path)) == len(expected_ids) == 48
 
 
+def test_predict_says_when_the_shards_hold_fewer_galaxies_than_their_manifest(bundle, tiny_shards, tmp_path):
+    import json
+    import shutil
+
+    shards = tmp_path / "shards"
+    shutil.copytree(tiny_shards, shards)
+    record = json.loads((shards / "manifest.json").read_text())
+    record["splits"]["test"]["count"] += 2
+    record["splits"]["test"]["files"][-1]["count"] += 2
+    (shards / "manifest.json").write_text(json.dumps(record))
+    model, meta = load_bundle(bundle)
+    config = PredictConfig(model=str(bundle), shards=str(shards), split="test", output_dir=str(tmp_path / "out"),
+                           n_samples=2)
+    with pytest.raises(ValueError, match=r"hold fewer galaxies than their manifest says \(2 missing\)"):
+        predict(config, model, meta, Manifest.read(shards))
+    assert not (tmp_path / "out" / "predictions.json").exists()  # nothing half-written is left as a prediction
+
+
 def test_predict_overwrite_replaces_only_its_own_files(bundle, tiny_shards, tmp_path):
     model, meta = load_bundle(bundle)
     manifest = Manifest.read(tiny_shards)

@@ -88,16 +88,21 @@ def shard_batches(manifest, splits: list[str], batch_size: int, channels: int) -
     first layer, and a float32 copy made here would cost a third of the reading time.
     """
     from zoobot.data import augment
-    from zoobot.data.shards import make_dataset
+    from zoobot.data.shards import read_in_order
 
-    # One pipeline over every split: its prefetching runs on across a split's end.
-    datasets = [make_dataset(manifest, split, batch_size=batch_size, labels=False) for split in splits]
-    dataset = datasets[0]
-    for more in datasets[1:]:
-        dataset = dataset.concatenate(more)
+    dataset = read_in_order(manifest, splits, batch_size=batch_size)  # one pipeline, prefetching across splits
     if manifest.image_shape[-1] != channels:
         dataset = augment.prepare(dataset, channels, augment=False)
-    for batch in dataset.as_numpy_iterator():
+    # Stop at the manifest's count rather than asking the iterator for its end; the iterator is let
+    # go when the caller closes this generator, after the writing is done.
+    remaining = sum(manifest.split(split).count for split in splits)
+    batches = dataset.as_numpy_iterator()
+    while remaining > 0:
+        batch = next(batches, None)
+        if batch is None:
+            raise ValueError(f"The shards of {splits} in {manifest.root} hold fewer galaxies than their manifest "
+                             f"says ({remaining} missing); convert them again or check `zoobot verify`.")
+        remaining -= len(batch["id_str"])
         yield np.array([v.decode("utf-8") for v in batch["id_str"]]), batch["image"]
 
 
@@ -285,6 +290,8 @@ def predict(config: PredictConfig, model, meta: ModelMeta, manifest=None, progre
                     pending.result()
         finally:
             writer.close()
+            if hasattr(batches, "close"):
+                batches.close()  # the shard reader goes only now, with nothing else running
         record = {"step": "predict", "files": list(names), "n_galaxies": writer.count, "config": asdict(config)}
         (folder / RECORD).write_text(json.dumps(record, indent=1))
     return PredictResult(output_dir / names[0], output_dir / names[1], writer.count, time.perf_counter() - start)
