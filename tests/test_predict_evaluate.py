@@ -122,12 +122,13 @@ def test_predictions_are_a_function_of_the_seed_and_test_time_augmentation_adds_
     assert augmented.std(axis=-1).mean() > 0.5 * plain.std(axis=-1).mean()
 
 
-def test_predict_on_a_folder_of_images(bundle, tmp_path):
+@pytest.mark.parametrize("batch_size", [256, 2])  # one batch; batches decoded ahead by the reader threads
+def test_predict_on_a_folder_of_images(bundle, tmp_path, batch_size):
     model, meta = load_bundle(bundle)
     write_pngs(tmp_path / "imgs" / "sub", ["a", "b", "c"], size=48)
     (tmp_path / "imgs" / "broken.png").write_bytes(b"nope")
     config = PredictConfig(model=str(bundle), images=str(tmp_path / "imgs"), output_dir=str(tmp_path / "out"),
-                           n_samples=3)
+                           n_samples=3, batch_size=batch_size)
     result = predict(config, model, meta)
     predictions = read_predictions(result.samples_path)
     assert list(predictions.id_str) == ["sub/a.png", "sub/b.png", "sub/c.png"]  # the broken file is skipped

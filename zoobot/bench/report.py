@@ -12,6 +12,7 @@ from pathlib import Path
 
 from zoobot.bench.config import BenchmarkConfig, resolve_sizes
 from zoobot.bench.measurement import Measurement
+from zoobot.core.machine import usable_cores
 
 VERSIONS_OF = ("tensorflow-cpu", "tensorflow", "keras", "mlflow", "numpy", "pillow", "pyarrow")
 
@@ -34,11 +35,7 @@ def environment() -> dict:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
-    try:
-        cores = len(os.sched_getaffinity(0))
-    except AttributeError:
-        cores = os.cpu_count()
-    machine = {"cpu": cpu, "cores": cores, "system": platform.platform(),
+    machine = {"cpu": cpu, "cores": usable_cores(), "system": platform.platform(),
                "load_average_1min": round(os.getloadavg()[0], 2) if hasattr(os, "getloadavg") else None}
     return {"machine": machine, "versions": versions}
 

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 from concurrent.futures import ThreadPoolExecutor
 from typing import Callable
 
@@ -34,6 +33,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from zoobot.core.coverage import _log_pmf_block
+from zoobot.core.machine import usable_cores
 from zoobot.core.predictions import Predictions
 from zoobot.core.schema import Schema
 
@@ -126,7 +126,7 @@ def _interpolated_in_votes(kernel, n_votes: np.ndarray, *params: np.ndarray) -> 
 @contextlib.contextmanager
 def _thread_pool(n_tasks: int):
     """A pool of one thread per core (at most one per task); a single task runs in this thread."""
-    workers = min(n_tasks, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    workers = min(n_tasks, usable_cores())
     if workers <= 1:
         yield _SerialPool()
         return

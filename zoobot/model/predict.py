@@ -105,8 +105,15 @@ def shard_batches(manifest, splits: list[str], batch_size: int, channels: int) -
         yield np.array([v.decode("utf-8") for v in batch["id_str"]]), batch["image"]
 
 
-def folder_batches(folder: Path, batch_size: int, image_shape) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(ids, float32 images) from every readable image under `folder`; ids are relative paths."""
+def folder_batches(folder: Path, batch_size: int, image_shape,
+                   workers: int | None = None) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(ids, float32 images) from every readable image under `folder`; ids are relative paths.
+
+    Images are decoded and resized by a pool of threads (Pillow releases the GIL while it does
+    both), the next batch's while this one is predicted; at most two batches are held at once.
+    Unreadable images are reported and skipped.
+    """
+    from zoobot.core.machine import usable_cores
     from zoobot.data.images import IMAGE_SUFFIXES, ImageReadError, ImageSpec, read_image
 
     files = sorted(p for p in Path(folder).rglob("*") if p.is_file() and any(
@@ -114,17 +121,30 @@ def folder_batches(folder: Path, batch_size: int, image_shape) -> Iterator[tuple
     if not files:
         raise FileNotFoundError(f"No images ({sorted(IMAGE_SUFFIXES)}) found under '{folder}'.")
     spec = ImageSpec(size=image_shape[0], channels=image_shape[2])
-    for start in range(0, len(files), batch_size):
-        ids, images = [], []
-        for path in files[start:start + batch_size]:
-            try:
-                images.append(read_image(path, spec))
-            except ImageReadError as e:
-                print(f"Skipping {path}: {e}")
-                continue
-            ids.append(str(path.relative_to(folder)))
-        if ids:
-            yield np.array(ids), np.stack(images).astype(np.float32)
+
+    def read(path: Path):
+        try:
+            return read_image(path, spec), None
+        except ImageReadError as e:
+            return None, e
+
+    with ThreadPoolExecutor(max_workers=workers or usable_cores(), thread_name_prefix="zoobot-predict-reader") as pool:
+        def submit(start: int) -> list:
+            return [(path, pool.submit(read, path)) for path in files[start:start + batch_size]]
+
+        upcoming = submit(0)
+        for start in range(0, len(files), batch_size):
+            current, upcoming = upcoming, submit(start + batch_size)
+            ids, images = [], []
+            for path, future in current:
+                image, error = future.result()
+                if error is not None:
+                    print(f"Skipping {path}: {error}")
+                    continue
+                ids.append(str(path.relative_to(folder)))
+                images.append(image)
+            if ids:
+                yield np.array(ids), np.stack(images).astype(np.float32)
 
 
 # -- writing -----------------------------------------------------------------------------------------

@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.core import staging
+from zoobot.core.machine import usable_cores
 from zoobot.core.schema import Schema, load_schema
 from zoobot.data.simulate.morphology import Galaxy, sample_galaxy
 from zoobot.data.simulate.render import render_galaxy, write_image
@@ -255,12 +256,7 @@ def _run_tasks(config: SimulateConfig, tasks: list[tuple[int, str]], progress: b
 
 
 def _n_workers(requested: int) -> int:
-    if requested:
-        return requested
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
+    return requested or usable_cores()
 
 
 # -- one galaxy end to end ------------------------------------------------------------------------
