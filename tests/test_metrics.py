@@ -226,3 +226,69 @@ def test_truth_metrics_compare_the_model_with_the_volunteers_own_noise():
     assert scores["smooth-or-featured_noise_floor"] == pytest.approx(expected_floor, rel=0.1)
     assert scores["smooth-or-featured_truth_rmse_ratio"] == pytest.approx(0.0, abs=1e-6)
     assert "truth_rmse_ratio" not in truth_metrics(exact, truth)
+
+
+# -- one 0/1 label per galaxy (binary_column) ------------------------------------------------------------
+
+LENS = Schema("lenses", (
+    Question("lens", (Answer("yes", "is_lens_yes"), Answer("no", "is_lens_no")), binary_column="is_lens"),
+    Question("shape", tuple(Answer(a, f"shape_{a}") for a in ("smooth", "featured", "artifact"))),
+))
+
+
+def lens_case():
+    """Ten galaxies: labels and the model's p(lens) over 3 MC samples, by hand."""
+    labels = np.array([1, 1, 1, 1, 0, 0, 0, 0, 0, 1])
+    p_yes = np.array([0.9, 0.8, 0.6, 0.3, 0.7, 0.2, 0.1, 0.4, 0.05, 0.55])
+    samples = np.stack([p_yes - 0.02, p_yes, p_yes + 0.02], axis=1)[:, None, :]
+    counts = np.zeros((10, LENS.n_answers))
+    counts[:, 0], counts[:, 1] = labels, 1 - labels
+    counts[:, 2:5] = [30, 8, 2]  # the vote-count question, voted on by 40 volunteers
+    return labels, p_yes, Predictions(ids(10), samples, "binomial", LENS, "lens"), counts
+
+
+def test_single_labels_get_accuracy_auc_precision_recall_f1_as_scikit_learn_computes_them():
+    from sklearn.metrics import accuracy_score, f1_score, precision_score, recall_score, roc_curve
+
+    from zoobot.core.metrics import label_metrics
+
+    labels, p_yes, predictions, counts = lens_case()
+    predicted = (p_yes >= 0.5).astype(int)
+    scalars, _ = classification_metrics(predictions, counts)  # min_votes=5 does not apply to one label
+    assert scalars["lens_accuracy"] == pytest.approx(accuracy_score(labels, predicted))
+    assert scalars["lens_roc_auc"] == pytest.approx(roc_auc_score(labels, p_yes))
+    assert scalars["lens_n_galaxies"] == 10
+    found, curves = label_metrics(predictions, counts)
+    assert found["lens_precision"] == pytest.approx(precision_score(labels, predicted))  # 4/5
+    assert found["lens_recall"] == pytest.approx(recall_score(labels, predicted))  # 4/5
+    assert found["lens_f1"] == pytest.approx(f1_score(labels, predicted))
+    fpr, tpr, _ = roc_curve(labels, p_yes)
+    np.testing.assert_allclose(curves["lens"]["fpr"], fpr)
+    np.testing.assert_allclose(curves["lens"]["tpr"], tpr)
+    assert curves["lens"]["auc"] == pytest.approx(roc_auc_score(labels, p_yes))
+
+
+def test_coverage_is_not_reported_for_single_labels_and_evaluate_says_why():
+    from zoobot.core.coverage import coverage_table
+    from zoobot.model.evaluate import evaluate
+
+    _, _, predictions, counts = lens_case()
+    with pytest.raises(ValueError, match="Coverage of 'lens' is not defined: its labels are one 0/1 value"):
+        coverage_table(predictions, counts, question="lens")
+    assert coverage_table(predictions, counts).empty  # the binomial model predicts only 'lens'
+    deterministic = Predictions(predictions.id_str, predictions.samples[..., 1:2], "binomial", LENS, "lens")
+    result = evaluate(predictions, deterministic, counts, np.zeros((0, 8, 8, 3)))
+    assert not any(key.startswith(("coverage_error", "lens_coverage")) for key in result.metrics)
+    assert result.metrics["lens_f1"] == pytest.approx(0.8) and set(result.roc) == {"lens"}
+    assert len(result.notes) == 1 and "Coverage is not reported for 'lens'" in result.notes[0]
+
+
+def test_coverage_of_a_mixed_schema_skips_only_the_single_label_question():
+    from zoobot.core.coverage import coverage_errors, coverage_table
+
+    _, _, _, counts = lens_case()
+    alpha = np.tile(np.array([5.0, 5.0, 20.0, 6.0, 2.0])[None, :, None], (10, 1, 4))
+    table = coverage_table(Predictions(ids(10), alpha, "dirichlet", LENS), counts)
+    assert set(table["question"]) == {"shape"}
+    errors = coverage_errors(table)
+    assert "shape_coverage_error_w5" in errors and not any(k.startswith("lens_") for k in errors)

@@ -169,3 +169,24 @@ def test_evaluate_logs_metrics_coverage_and_figures(bundle, tiny_shards, sqlite_
     artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
     assert {"coverage.json", "coverage.csv", "coverage_votes.png", "coverage_fraction.png", "calibration.png",
             "posterior_examples.png", "confusion_matrices.png", "confusion"} <= artifacts
+
+
+def test_evaluating_single_labels_logs_the_roc_curve_and_says_why_coverage_is_missing(sqlite_tracking):
+    from tests.test_metrics import LENS, lens_case
+    from zoobot.core.predictions import Predictions
+
+    _, _, predictions, counts = lens_case()
+    deterministic = Predictions(predictions.id_str, predictions.samples[..., 1:2], "binomial", LENS, "lens")
+    result = evaluate(predictions, deterministic, counts, np.zeros((0, 8, 8, 3), np.uint8))
+    with mlflow.start_run() as run:
+        tracking.log_evaluation(result, "test")
+    client = MlflowClient(sqlite_tracking)
+    logged = client.get_run(run.info.run_id)
+    assert {"test_lens_accuracy", "test_lens_roc_auc", "test_lens_precision", "test_lens_recall",
+            "test_lens_f1"} <= set(logged.data.metrics)
+    assert not any("coverage_error" in key and "mc_" not in key for key in logged.data.metrics)
+    assert "Coverage is not reported for 'lens'" in logged.data.tags["zoobot.evaluation_notes"]
+    artifacts = {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert {"roc_curves.png", "evaluation_notes.txt", "confusion_matrices.png"} <= artifacts
+    assert not {"coverage.json", "coverage_votes.png"} & artifacts
+

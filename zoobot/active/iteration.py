@@ -93,7 +93,9 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
         return
     table = _lookup(ids)
     dataset = _records(manifest, ("pool",)).filter(lambda r: table.lookup(r[FEATURE_ID]) >= 0).batch(batch_size)
-    dataset = augment.prepare(dataset, model.input_shape[-1], augment=False)
+    if manifest.image_shape[-1] != model.input_shape[-1]:
+        dataset = augment.prepare(dataset, model.input_shape[-1], augment=False)
+    # else uint8 as stored: the model casts on its first layer, cheaper than a float32 copy here
     trunk_head = split_trunk_head(model)
     reseed(model, seed)
     for batch in dataset.as_numpy_iterator():

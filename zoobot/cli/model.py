@@ -87,5 +87,7 @@ def evaluate() -> click.Command:
             tracking.log_evaluation(result, config.split)
         shown = {k: round(v, 4) for k, v in result.metrics.items() if "_" not in k or k.startswith("coverage_error")}
         click.echo(f"{config.split}: {shown}")
+        for note in result.notes:
+            click.echo(f"Note: {note}")
 
     return evaluate

@@ -180,7 +180,13 @@ def coverage_table(predictions: Predictions, counts, question: str | None = None
     n_galaxies counts those whose question got at least one vote; rows with none have NaN coverage.
     """
     counts = as_counts(predictions, counts)
-    questions = predictions.questions if question is None else (question,)
+    if question is not None and question not in vote_count_questions(predictions):
+        if question in predictions.questions:
+            raise ValueError(
+                f"Coverage of '{question}' is not defined: its labels are one 0/1 value per galaxy (binary_column), "
+                "not volunteers' votes, and any window of votes covers a single label. Judge it by accuracy, ROC "
+                "AUC, precision, recall and F1 (`evaluate` reports them).")
+    questions = vote_count_questions(predictions) if question is None else (question,)
     windows = np.asarray(list(windows), dtype=float)
     deviations = np.asarray(list(deviations), dtype=float)
     if np.any(windows < 0) or np.any(windows != np.round(windows)) or np.any(deviations < 0):
@@ -211,6 +217,12 @@ def coverage_table(predictions: Predictions, counts, question: str | None = None
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
+def vote_count_questions(predictions: Predictions) -> tuple[str, ...]:
+    """The predicted questions whose labels are volunteers' vote counts: all but those derived from a
+    0/1 label per galaxy (`binary_column`), for which coverage in votes means nothing."""
+    return tuple(q for q in predictions.questions if not predictions.schema.question(q).binary_column)
+
+
 def _label(kind: str, width: float) -> str:
     return f"w{width:g}" if kind == "votes" else f"f{width:g}"
 
@@ -233,6 +245,8 @@ def coverage_errors(table: pd.DataFrame, widths=(5, 10), deviations=(0.2,)) -> d
         raise ValueError(f"table is missing columns {missing_columns}; expected the output of coverage_table, "
                          f"with {list(TABLE_COLUMNS)}.")
     errors: dict[str, float] = {}
+    if table.empty:  # no question with vote counts (single 0/1 labels only): nothing to report
+        return errors
     for kind, values in (("votes", widths), ("fraction", deviations)):
         rows = table[table["kind"] == kind]
         for value in values:

@@ -79,6 +79,8 @@ def _majority_labels(predictions: Predictions, question: str, counts: np.ndarray
     a, b = _group(predictions, question)
     votes = counts[:, a:b]
     totals = votes.sum(axis=1)
+    if predictions.schema.question(question).binary_column:
+        min_votes = 1  # one 0/1 label per galaxy: the label is the truth, not a noisy majority
     answers = [ans.name for ans in predictions.schema.question(question).answers]
     mean = predictions.mean_fractions(question)
     if predictions.kind == "binomial":
@@ -110,7 +112,7 @@ def classification_metrics(predictions: Predictions, counts, min_votes: int = MI
 
     The predicted class is the answer with the highest posterior-mean vote fraction; the true one
     the volunteers' majority (see `_majority_labels`), for galaxies with at least `min_votes` votes
-    on the question. ROC AUC: two classes -> AUC of the first answer's predicted fraction; more ->
+    on the question (a question of one 0/1 label per galaxy, `binary_column`: every labelled galaxy). ROC AUC: two classes -> AUC of the first answer's predicted fraction; more ->
     one-vs-rest macro average over answers where it is defined; NaN if none is (one class only).
     Returns ({"<question>_accuracy", "<question>_roc_auc", "<question>_n_galaxies", "accuracy",
     "roc_auc"}, {question: confusion matrix DataFrame, rows = volunteers, columns = model}).
@@ -136,6 +138,41 @@ def classification_metrics(predictions: Predictions, counts, min_votes: int = MI
     scalars["accuracy"] = _nanmean(scalars[f"{q}_accuracy"] for q in predictions.questions)
     scalars["roc_auc"] = _nanmean(scalars[f"{q}_roc_auc"] for q in predictions.questions)
     return scalars, matrices
+
+
+def label_metrics(predictions: Predictions, counts) -> tuple[dict[str, float], dict[str, dict]]:
+    """For each question of one 0/1 label per galaxy (`binary_column`: 'yes' is the positive class):
+    precision, recall and F1 of predicting 'yes' where its posterior-mean probability is >= 0.5, and
+    the ROC curve of that probability. Accuracy and ROC AUC are `classification_metrics`'.
+
+    Returns ({"<question>_precision", "<question>_recall", "<question>_f1"}, {question: {"fpr",
+    "tpr", "auc"}}); a curve only where both classes occur, NaN precision where 'yes' is never
+    predicted.
+    """
+    from sklearn.metrics import precision_recall_fscore_support, roc_curve
+
+    counts = as_counts(predictions, counts)
+    scalars: dict[str, float] = {}
+    curves: dict[str, dict] = {}
+    for question in predictions.questions:
+        if not predictions.schema.question(question).binary_column:
+            continue
+        a, b = _group(predictions, question)
+        labelled = counts[:, a:b].sum(axis=1) > 0
+        truth = counts[labelled, a] > 0
+        p_yes = predictions.mean_fractions(question)[labelled, 0]
+        predicted = p_yes >= 0.5
+        if labelled.any():
+            precision, recall, f1, _ = precision_recall_fscore_support(
+                truth, predicted, average="binary", zero_division=np.nan)
+        else:
+            precision = recall = f1 = float("nan")
+        scalars.update({f"{question}_precision": float(precision), f"{question}_recall": float(recall),
+                        f"{question}_f1": float(f1)})
+        if 0 < truth.sum() < len(truth):
+            fpr, tpr, _ = roc_curve(truth, p_yes)
+            curves[question] = {"fpr": fpr, "tpr": tpr, "auc": float(roc_auc_score(truth, p_yes))}
+    return scalars, curves
 
 
 # -- likelihood and the value of the posterior -----------------------------------------------------
@@ -200,7 +237,8 @@ def bayesian_gain(mc_predictions: Predictions, deterministic_predictions: Predic
         result[f"{prefix}_loglik"] = _nanmean(per_question)
         result[f"{prefix}_rmse"] = regression_metrics(predictions, counts)["rmse"]
         table = coverage_table(predictions, counts, windows=(5,), deviations=())
-        result[f"{prefix}_coverage_error_w5"] = coverage_errors(table, widths=(5,), deviations=())["coverage_error_w5"]
+        errors = coverage_errors(table, widths=(5,), deviations=())
+        result[f"{prefix}_coverage_error_w5"] = errors.get("coverage_error_w5", float("nan"))  # none: labels only
     result["loglik_gain"] = result["mc_loglik"] - result["deterministic_loglik"]
     return result
 

@@ -230,6 +230,25 @@ def confusion_matrices(matrices: dict) -> plt.Figure:
     return fig
 
 
+def roc_curves(curves: dict) -> plt.Figure:
+    """ROC curve of each question of one 0/1 label per galaxy: true against false positive rate of
+    'yes' as the threshold on its predicted probability falls, with the area under it."""
+    if not curves:
+        raise ValueError("curves is empty; expected {question: {'fpr', 'tpr', 'auc'}} from metrics.label_metrics.")
+    fig, axes = _panel_grid(len(curves), max_cols=3, panel_size=(3.4, 3.2))
+    for ax, (question, curve) in zip(axes, curves.items()):
+        ax.plot(curve["fpr"], curve["tpr"], color="C0", label=f"AUC {curve['auc']:.3f}")
+        ax.plot([0, 1], [0, 1], color="grey", linestyle=":", linewidth=1, label="chance")
+        ax.set_xlim(0, 1)
+        ax.set_ylim(0, 1.01)
+        ax.set_xlabel("false positive rate", fontsize=8)
+        ax.set_ylabel("true positive rate", fontsize=8)
+        ax.set_title(question, fontsize=9)
+        ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
 def score_histogram(scores: np.ndarray, acquired: np.ndarray) -> plt.Figure:
     """Acquisition scores of the pool, with the acquired galaxies' scores shaded."""
     fig, ax = plt.subplots(figsize=(6, 3.5))

@@ -38,6 +38,8 @@ class EvaluationResult:
     deterministic: Predictions
     counts: np.ndarray
     images: np.ndarray  # the first few galaxies, for the examples figure
+    roc: dict[str, dict] = field(default_factory=dict)  # single-label questions: {"fpr", "tpr", "auc"}
+    notes: tuple[str, ...] = ()  # what was not reported and why, for the user
 
 
 def evaluate(predictions: Predictions, deterministic: Predictions, counts: np.ndarray,
@@ -47,13 +49,20 @@ def evaluate(predictions: Predictions, deterministic: Predictions, counts: np.nd
     scores.update(metrics.regression_metrics(predictions, counts))
     classification, confusion = metrics.classification_metrics(predictions, counts)
     scores.update(classification)
+    labels, roc = metrics.label_metrics(predictions, counts)
+    scores.update(labels)
     table = coverage.coverage_table(predictions, counts)
     scores.update(coverage.coverage_errors(table))
+    singles = [q for q in predictions.questions if q not in coverage.vote_count_questions(predictions)]
+    notes = tuple(
+        f"Coverage is not reported for '{q}': its labels are one 0/1 value per galaxy (binary_column), not "
+        "volunteers' votes, so every window of votes covers them. Its accuracy, ROC AUC, precision, recall and F1 "
+        "are reported instead." for q in singles)
     scores.update(metrics.bayesian_gain(predictions, deterministic, counts))
     if truth is not None:
         scores.update(metrics.truth_metrics(predictions, truth, counts))
     scores["n_galaxies"] = float(len(predictions.id_str))
-    return EvaluationResult(scores, table, confusion, predictions, deterministic, counts, images)
+    return EvaluationResult(scores, table, confusion, predictions, deterministic, counts, images, roc, notes)
 
 
 def known_truth(manifest, ids) -> np.ndarray | None:

@@ -155,14 +155,19 @@ def log_evaluation(result, split: str, question_for_examples: str | None = None)
 
     mlflow.log_metrics({f"{split}_{k}": float(v) for k, v in result.metrics.items()
                         if v is not None and not math.isnan(float(v))})
-    mlflow.log_table(result.coverage, artifact_file="coverage.json")
-    _log_csv(result.coverage, "coverage.csv")
-    figures = {
-        "coverage_votes.png": plots.coverage_plot(result.coverage, kind="votes"),
-        "coverage_fraction.png": plots.coverage_plot(result.coverage, kind="fraction"),
-        "calibration.png": plots.calibration_plot(result.predictions, result.counts),
-        "confusion_matrices.png": plots.confusion_matrices(result.confusion),
-    }
+    figures = {}
+    if not result.coverage.empty:  # empty when every question is one 0/1 label per galaxy (result.notes)
+        mlflow.log_table(result.coverage, artifact_file="coverage.json")
+        _log_csv(result.coverage, "coverage.csv")
+        figures["coverage_votes.png"] = plots.coverage_plot(result.coverage, kind="votes")
+        figures["coverage_fraction.png"] = plots.coverage_plot(result.coverage, kind="fraction")
+    figures["calibration.png"] = plots.calibration_plot(result.predictions, result.counts)
+    figures["confusion_matrices.png"] = plots.confusion_matrices(result.confusion)
+    if result.roc:
+        figures["roc_curves.png"] = plots.roc_curves(result.roc)
+    if result.notes:
+        mlflow.set_tag("zoobot.evaluation_notes", " ".join(result.notes)[:5000])
+        mlflow.log_text("\n".join(result.notes) + "\n", "evaluation_notes.txt")
     n = len(result.images)
     if n:
         question = question_for_examples or result.predictions.questions[0]
