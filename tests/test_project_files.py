@@ -83,6 +83,7 @@ def test_click_defaults_come_from_the_config_dataclasses():
     from zoobot.workflows.campaign import CampaignConfig
     from zoobot.data.convert import ConvertConfig
     from zoobot.data.download import DownloadCatalogConfig, DownloadImagesConfig
+    from zoobot.model.embed import EmbedConfig
     from zoobot.model.evaluate import EvaluateConfig
     from zoobot.model.network import ModelConfig
     from zoobot.workflows.pipeline import PipelineConfig
@@ -93,7 +94,8 @@ def test_click_defaults_come_from_the_config_dataclasses():
     from zoobot.model.train import TrainConfig
 
     configs = {"simulate": (SimulateConfig,), "convert": (ConvertConfig,), "train": (TrainConfig, ModelConfig),
-               "predict": (PredictConfig,), "evaluate": (EvaluateConfig,), "main": (PipelineConfig,),
+               "predict": (PredictConfig,), "evaluate": (EvaluateConfig,), "embed": (EmbedConfig,),
+               "main": (PipelineConfig,),
                "al_iteration": (ALConfig, ModelConfig), "active_learning": (CampaignConfig, ModelConfig),
                "report": (ReportConfig,), "benchmark": (BenchmarkConfig,), "download catalog": (DownloadCatalogConfig,), "download images": (DownloadImagesConfig,)}
     assert {name.split()[0] for name in configs} == set(ENTRY_POINTS)

@@ -38,6 +38,7 @@ def main():
 COMMANDS = {
     "download": ("download", "build"), "simulate": ("data", "simulate"), "convert": ("data", "convert"),
     "train": ("model", "train"), "predict": ("model", "predict"), "evaluate": ("model", "evaluate"),
+    "embed": ("model", "embed"),
     "al_iteration": ("active", "al_iteration"), "active_learning": ("active", "active_learning"),
     "report": ("report", "report"), "benchmark": ("benchmark", "build"),
 }

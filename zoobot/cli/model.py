@@ -1,4 +1,4 @@
-"""The `train`, `predict` and `evaluate` commands."""
+"""The `train`, `predict`, `evaluate` and `embed` commands."""
 
 from __future__ import annotations
 
@@ -91,3 +91,30 @@ def evaluate() -> click.Command:
             click.echo(f"Note: {note}")
 
     return evaluate
+
+
+def embed() -> click.Command:
+    from zoobot.model.embed import EmbedConfig
+
+    @click.command(name="embed", help="The model's representation of every galaxy (its trunk's features), with a "
+                                      "similarity search and a 2-D map.")
+    @options_from(EmbedConfig)
+    @user_errors
+    def embed(**options):
+        from zoobot.tracking.references import resolve_model
+
+        (config,) = split_options(options, EmbedConfig)
+        model_path = resolve_model(config.model)  # before TensorFlow loads and a run opens: a bad one fails fast
+
+        from zoobot.workflows.embedding import run_embedding
+
+        outcome = run_embedding(config, model_path, say=click.echo)
+        result = outcome.result
+        click.echo(f"Embedded {result.n_galaxies} galaxies as {result.n_features} features "
+                   f"({result.n_galaxies / max(result.seconds, 1e-9):.0f}/s): {result.features_path}")
+        if outcome.neighbours is not None:
+            click.echo(f"Nearest to {config.neighbours_of} ({config.metric}):\n"
+                       + outcome.neighbours.to_string(index=False))
+
+    return embed
+

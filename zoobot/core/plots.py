@@ -36,6 +36,30 @@ def image_grid(rows: dict[str, tuple[list[str], np.ndarray]], title: str = "") -
     return fig
 
 
+def embedding_map(coordinates: np.ndarray, variance_ratio, values: np.ndarray | None = None,
+                  label: str = "") -> plt.Figure:
+    """The galaxies on the first two principal components of their representations, coloured by
+    `values` (a catalog column; grey where missing) or in one colour."""
+    fig, ax = plt.subplots(figsize=(5.6, 4.8))
+    size = max(2.0, min(20.0, 4000 / max(len(coordinates), 1)))
+    if values is None:
+        ax.scatter(coordinates[:, 0], coordinates[:, 1], s=size, color="C0", alpha=0.6, linewidths=0)
+    else:
+        known = np.isfinite(values)
+        if (~known).any():
+            ax.scatter(coordinates[~known, 0], coordinates[~known, 1], s=size, color="lightgrey", linewidths=0,
+                       label="no value")
+            ax.legend(fontsize=7, loc="best")
+        points = ax.scatter(coordinates[known, 0], coordinates[known, 1], c=values[known], s=size, cmap="viridis",
+                            alpha=0.8, linewidths=0)
+        fig.colorbar(points, ax=ax, label=label)
+    ax.set_xlabel(f"PC 1 ({variance_ratio[0]:.0%} of the variance)")
+    ax.set_ylabel(f"PC 2 ({variance_ratio[1]:.0%})")
+    ax.set_title(f"{len(coordinates)} galaxies in the model's representation", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
 # -- evaluation figures ----------------------------------------------------------------------------
 
 def _panel_grid(n_panels: int, max_cols: int = 4, panel_size: tuple[float, float] = (3.2, 2.8)):

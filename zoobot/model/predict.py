@@ -32,14 +32,24 @@ RECORD = "predictions.json"  # written last: what the prediction wrote (zoobot.c
 
 
 @dataclass(frozen=True)
-class PredictConfig:
+class GalaxySource:
+    """A model and the galaxies to run it on: a shard set (or one split of it) or an image folder.
+    The first settings of `predict` and `embed`."""
     model: str = field(metadata={
         "help": "The model: models:/NAME@ALIAS, a train run URI (runs:/<id>), or a local .keras file/folder."})
     shards: str = field(default="", metadata={
-        "help": "Shards to predict on (path or convert run URI); or give --images instead."})
+        "help": "Shards to run the model on (path or convert run URI); or give --images instead."})
     split: str = field(default="", metadata={"help": "Which split of the shards ('' = every split)."})
     images: str = field(default="", metadata={
-        "help": "A folder of galaxy images (PNG/JPEG/FITS, searched recursively) to predict on instead of shards."})
+        "help": "A folder of galaxy images (PNG/JPEG/FITS, searched recursively) to use instead of shards."})
+
+    def source_problems(self) -> list[str]:
+        return [] if bool(self.shards) != bool(self.images) else [
+            "give exactly one of shards (a converted set) or images (a folder)"]
+
+
+@dataclass(frozen=True)
+class PredictConfig(GalaxySource):
     output_dir: str = field(default="data/predictions", metadata={"help": "Folder for samples and summary."})
     n_samples: int = field(default=30, metadata={"help": "MC-dropout samples per galaxy."})
     batch_size: int = field(default=256, metadata={"help": "Galaxies per batch (memory is bounded by this)."})
@@ -54,9 +64,7 @@ class PredictConfig:
         "help": "Seed of the dropout masks (and views): the same seed gives the same samples."})
 
     def __post_init__(self):
-        problems = []
-        if bool(self.shards) == bool(self.images):
-            problems.append("give exactly one of shards (a converted set) or images (a folder)")
+        problems = self.source_problems()
         if self.n_samples < 1:
             problems.append(f"n_samples must be >= 1, got {self.n_samples}")
         if self.batch_size < 1:
@@ -260,6 +268,37 @@ def read_predictions(path: str | Path) -> Predictions:
 # -- the step ----------------------------------------------------------------------------------------
 
 
+def galaxy_batches(source: GalaxySource, manifest, image_shape, batch_size: int):
+    """(ids, images) batches of the source's galaxies: its shards (`manifest`; one split or all) or
+    its image folder."""
+    if manifest is None:
+        return folder_batches(Path(source.images), batch_size, image_shape)
+    splits = [source.split] if source.split else list(manifest.splits)
+    for split in splits:
+        manifest.split(split)  # says which splits exist when this one does not
+    return shard_batches(manifest, splits, batch_size, image_shape[-1])
+
+
+def stream_batches(batches, compute, write, step: str) -> None:
+    """out = compute(i, ids, images) for each batch, then write(i, ids, out) in a thread while batch
+    i + 1 is computed (TensorFlow releases the GIL, so writing costs little wall time); one batch in
+    flight at most, a writer's error raised here. The batches' reader is closed at the end, once
+    nothing else runs."""
+    try:
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"zoobot-{step}-writer") as pool:
+            pending = None
+            for index, (ids, images) in enumerate(batches):
+                out = compute(index, ids, images)
+                if pending is not None:
+                    pending.result()
+                pending = pool.submit(write, index, ids, out)
+            if pending is not None:
+                pending.result()
+    finally:
+        if hasattr(batches, "close"):
+            batches.close()
+
+
 def predict(config: PredictConfig, model, meta: ModelMeta, manifest=None, progress: bool = False) -> PredictResult:
     """Stream MC-dropout samples of `model` (a loaded Keras model with its bundle `meta`) to disk."""
     from zoobot.model.sampling import mc_predict, reseed, split_trunk_head
@@ -269,15 +308,7 @@ def predict(config: PredictConfig, model, meta: ModelMeta, manifest=None, progre
     owned = staging.owned_files(output_dir, RECORD, lambda record: record["files"])
     staging.check_output_folder(output_dir, RECORD, owned, config.overwrite, "predict", beside_others=True)
     staging.refuse_unowned(output_dir, names, owned, "predict")
-    image_shape = tuple(model.input_shape[1:])
-    if manifest is not None:
-        splits = [config.split] if config.split else list(manifest.splits)
-        for split in splits:
-            manifest.split(split)  # says which splits exist when this one does not
-        batches = shard_batches(manifest, splits, config.batch_size, image_shape[-1])
-    else:
-        batches = folder_batches(Path(config.images), config.batch_size, image_shape)
-
+    batches = galaxy_batches(config, manifest, tuple(model.input_shape[1:]), config.batch_size)
     trunk_head = split_trunk_head(model)
     reseed(model, config.seed)
     n_outputs = model.output_shape[-1]
@@ -292,26 +323,16 @@ def predict(config: PredictConfig, model, meta: ModelMeta, manifest=None, progre
             if progress:
                 print(f"  predicted {writer.count} galaxies", flush=True)
 
-        # Batch i is written (samples file and summary) in a thread while batch i + 1 is predicted:
-        # TensorFlow releases the GIL, so the writing costs no wall time. One batch in flight at most.
+        def sample(index: int, ids: np.ndarray, images: np.ndarray) -> np.ndarray:
+            if config.augment:
+                return augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
+            return mc_predict(model, images, config.n_samples, trunk_head=trunk_head, batch_size=config.batch_size)
+
         try:
-            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="zoobot-predict-writer") as pool:
-                pending = None
-                for index, (ids, images) in enumerate(batches):
-                    if config.augment:
-                        samples = augmented_samples(model, images, config.n_samples, seed=(config.seed, index))
-                    else:
-                        samples = mc_predict(model, images, config.n_samples, trunk_head=trunk_head,
-                                             batch_size=config.batch_size)
-                    if pending is not None:
-                        pending.result()  # raises the writer's error, if any, here
-                    pending = pool.submit(write, index, ids, samples)
-                if pending is not None:
-                    pending.result()
+            stream_batches(batches, sample, write, "predict")
         finally:
             writer.close()
-            if hasattr(batches, "close"):
-                batches.close()  # the shard reader goes only now, with nothing else running
+
         record = {"step": "predict", "files": list(names), "n_galaxies": writer.count, "config": asdict(config)}
         (folder / RECORD).write_text(json.dumps(record, indent=1))
     return PredictResult(output_dir / names[0], output_dir / names[1], writer.count, time.perf_counter() - start)

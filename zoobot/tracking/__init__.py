@@ -34,8 +34,9 @@ from zoobot.tracking.reuse import SUMMARY_METRICS, find_finished_run, log_pipeli
 from zoobot.tracking.runs import (code_version, git_commit, iteration_run, reopened_run, resume_or_start, run_name,
                                   standard_tags, step_run, unfinished_runs)
 from zoobot.tracking.scratch import run_apart, scratch_store
-from zoobot.tracking.step_logs import (log_benchmark, log_conversion, log_download, log_evaluation, log_iteration,
-                                       log_learning_curves, log_prediction, log_simulation, log_training)
+from zoobot.tracking.step_logs import (log_benchmark, log_conversion, log_download, log_embedding, log_evaluation,
+                                       log_iteration, log_learning_curves, log_prediction, log_simulation,
+                                       log_training)
 
 __all__ = [
     # runs
@@ -45,8 +46,8 @@ __all__ = [
     "KERAS_FILE", "MODEL_ARTIFACT", "URI_SCHEMES", "file_digest", "is_uri", "local_model_path", "resolve_local",
     "resolve_local_file",
     # step_logs
-    "log_benchmark", "log_conversion", "log_download", "log_evaluation", "log_iteration", "log_learning_curves",
-    "log_prediction", "log_simulation", "log_training",
+    "log_benchmark", "log_conversion", "log_download", "log_embedding", "log_evaluation", "log_iteration",
+    "log_learning_curves", "log_prediction", "log_simulation", "log_training",
     # registry and the served model
     "ZoobotPyfunc", "crown_if_better", "log_model", "register_iteration_model",
     # callbacks

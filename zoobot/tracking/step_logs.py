@@ -187,6 +187,18 @@ def log_prediction(result) -> None:
     mlflow.log_artifact(str(result.summary_path), artifact_path="predictions")
 
 
+def log_embedding(result, neighbours=None, figures: dict | None = None) -> None:
+    """The features file, the nearest-galaxies table and the figures of an `embed` run."""
+    mlflow.log_metrics({"n_galaxies": result.n_galaxies, "n_features": result.n_features,
+                        "galaxies_per_second": result.n_galaxies / max(result.seconds, 1e-9)})
+    mlflow.set_tag(tag_names.LOCAL_OUTPUT, str(result.features_path.parent.resolve()))
+    mlflow.log_artifact(str(result.features_path), artifact_path="embedding")
+    if neighbours is not None:
+        _log_csv(neighbours, "neighbours.csv")
+    for name, figure in (figures or {}).items():
+        _log_figure(figure, name)
+
+
 # -- active learning -----------------------------------------------------------------------------------
 
 
