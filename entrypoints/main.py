@@ -28,10 +28,10 @@ def step_runner(chosen: list[str]):
             click.echo(f"--- {step.entry_point}: reusing run {earlier.info.run_id} (same parameters, inputs and code)")
             tracking.record_reuse(step.entry_point, earlier)
             return earlier
-        if step.entry_point not in chosen:
+        if step.step_name not in chosen:
             raise click.ClickException(
-                f"Step '{step.entry_point}' is not in steps={','.join(chosen)} and no finished run of it with these "
-                f"parameters was found to reuse ({step.identity}). Add '{step.entry_point}' to steps.")
+                f"Step '{step.step_name}' is not in steps={','.join(chosen)} and no finished run of it with these "
+                f"parameters was found to reuse ({step.identity}). Add '{step.step_name}' to steps.")
         click.echo(f"--- {step.entry_point} {step.parameters}")
         submitted = mlflow.run(PROJECT, step.entry_point, parameters=step.parameters,
                                env_manager="local", synchronous=True)  # nested runs do not inherit the CLI's choice

@@ -5,6 +5,7 @@ Everything is written under pytest's tmp_path; nothing outside it is touched.
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -215,6 +216,20 @@ def mlflow_run(entry_point: str, params: dict, tracking_uri: str | None, cwd: Pa
     if result.returncode != 0:
         raise AssertionError(f"mlflow run -e {entry_point} failed:\n{result.stdout[-3000:]}\n{result.stderr[-6000:]}")
     return result
+
+
+def kill_after_epoch(process: subprocess.Popen, state: Path, epoch: int, timeout: float = 240) -> int:
+    """SIGKILL a training process (started with start_new_session) once its checkpoint has finished
+    `epoch`; the epoch the checkpoint holds after the kill."""
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if state.is_file() and json.loads(state.read_text())["epoch"] >= epoch:
+            break
+        assert process.poll() is None, process.stdout.read().decode()[-3000:]
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    return json.loads(state.read_text())["epoch"]
 
 
 # -- tiny shards for model tests -------------------------------------------------------------------

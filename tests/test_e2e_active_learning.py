@@ -237,3 +237,38 @@ def state_manifest(state):
     from zoobot.data.manifest import Manifest
 
     return Manifest.read(state.meta["shards"])
+
+
+def test_a_campaign_started_from_a_trained_model_finetunes_it_then_continues_from_its_own(
+        al_shards, tmp_path, sqlite_tracking):
+    """initial_model: iteration 1 is the base's trunk under a new binomial head, the trunk frozen for
+    the first epochs; iteration 2 starts from iteration 1's finetuned model."""
+    import numpy as np
+
+    from zoobot.active.iteration import run_logged_iteration
+    from zoobot.active.loop import ALConfig
+    from zoobot.core.model_meta import ModelMeta
+    from zoobot.data.manifest import Manifest
+    from zoobot.model.checkpoint import Checkpoint
+    from zoobot.model.network import ModelConfig, load_bundle, save_bundle
+    from zoobot.model.train import TrainConfig, train
+
+    manifest = Manifest.read(al_shards)
+    base = train(TrainConfig(shards=str(al_shards), batch_size=8, epochs=1, min_epochs=0),
+                 ModelConfig(**TINY_MODEL), manifest, Checkpoint(tmp_path / "base_ckpt")).model
+    bundle = save_bundle(base, tmp_path / "base", ModelMeta(manifest.schema, "dirichlet", image_shape=(32, 32, 3)))
+    config = ALConfig(state=str(tmp_path / "ft" / "state.db"), shards=str(al_shards), n_acquire=4, n_samples=3,
+                      epochs=3, batch_size=8, min_epochs=0, initial_model=str(bundle / "model.keras"))
+    model_config = ModelConfig(output="binomial")  # filters of its own are not used: the trunk is the base's
+    for iteration in (1, 2):
+        outcome, state = run_logged_iteration(config, model_config, arm="bald")
+        state.close()
+        assert outcome.iteration == iteration and len(outcome.acquired) == 4
+    first, _ = load_bundle(tmp_path / "ft" / "iteration_001" / "model" / "model.keras")
+    assert first.output_shape == (None, 1) and first.name.endswith("_finetuned")
+    assert [layer.name for layer in first.layers if layer.name.startswith("block")][:2] == ["block1_conv1",
+                                                                                           "block1_conv2"]
+    # the trunk's lowest block never learned (frozen, then not among the top 2 blocks): it is the base's
+    np.testing.assert_array_equal(first.get_layer("block1_conv1").get_weights()[0],
+                                  base.get_layer("block1_conv1").get_weights()[0])
+    assert outcome.train_info["warm_start"]  # iteration 2 continued from iteration 1's finetuned model

@@ -92,8 +92,9 @@ def test_click_defaults_come_from_the_config_dataclasses():
     from zoobot.bench.benchmark import BenchmarkConfig
     from zoobot.data.simulate import SimulateConfig
     from zoobot.model.train import TrainConfig
+    from zoobot.model.finetune import FinetuneConfig
 
-    configs = {"simulate": (SimulateConfig,), "convert": (ConvertConfig,), "train": (TrainConfig, ModelConfig),
+    configs = {"simulate": (SimulateConfig,), "convert": (ConvertConfig,), "train": (TrainConfig, ModelConfig), "finetune": (FinetuneConfig,),
                "predict": (PredictConfig,), "evaluate": (EvaluateConfig,), "embed": (EmbedConfig,),
                "main": (PipelineConfig,),
                "al_iteration": (ALConfig, ModelConfig), "active_learning": (CampaignConfig, ModelConfig),

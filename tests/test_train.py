@@ -6,13 +6,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import numpy as np
 import pytest
 from mlflow.tracking import MlflowClient
 
-from tests.conftest import ROOT, TINY_MODEL
+from tests.conftest import ROOT, TINY_MODEL, kill_after_epoch
 from zoobot.data.manifest import Manifest
 from zoobot.model.network import ModelConfig
 from zoobot.model.checkpoint import Checkpoint, checkpoint_key
@@ -157,16 +156,7 @@ def test_killed_training_resumes_into_the_same_run_without_gaps(tiny_shards, tmp
                                 "--checkpoint-dir", str(tmp_path / "ckpt"), "--registered-model-name", "resumable")
     process = subprocess.Popen(command, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                start_new_session=True)
-    state = tmp_path / "ckpt" / "state.json"
-    deadline = time.time() + 240
-    while time.time() < deadline:
-        if state.is_file() and json.loads(state.read_text())["epoch"] >= 2:
-            break
-        assert process.poll() is None, process.stdout.read().decode()[-3000:]
-        time.sleep(0.2)
-    os.killpg(process.pid, signal.SIGKILL)
-    process.wait()
-    killed_at = json.loads(state.read_text())["epoch"]
+    killed_at = kill_after_epoch(process, tmp_path / "ckpt" / "state.json", 2)
     assert 2 <= killed_at < 8
 
     client = MlflowClient(uri)

@@ -14,7 +14,7 @@ from zoobot.workflows.pipeline import PipelineConfig, needed_steps, run_pipeline
 def fake_runner(log):
     def run_step(step):
         log.append(step)
-        tags = {"model_uri": "models:/m-123"} if step.entry_point == "train" else {}
+        tags = {"model_uri": "models:/m-123"} if step.entry_point in ("train", "finetune") else {}
         return SimpleNamespace(info=SimpleNamespace(run_id=f"{step.entry_point}-run"), data=SimpleNamespace(tags=tags))
 
     return run_step
@@ -44,6 +44,18 @@ def test_a_chosen_step_brings_what_it_needs_and_a_users_catalog_skips_the_simula
     run_pipeline(PipelineConfig(steps="train", catalog="my.csv"), fake_runner(log))
     assert [s.entry_point for s in log] == ["convert", "train"]
     assert log[0].parameters["catalog"] == "my.csv"
+
+
+def test_with_a_base_model_the_train_step_is_a_finetune_and_the_campaign_starts_from_it():
+    log = []
+    runs = run_pipeline(PipelineConfig(base_model="models:/survey@champion"), fake_runner(log))
+    assert [s.entry_point for s in log] == ["simulate", "convert", "finetune", "evaluate", "convert", "active_learning"]
+    assert log[2].step_name == "train" and "train" in runs
+    assert log[2].parameters["base_model"] == "models:/survey@champion"
+    assert log[2].parameters["output"] == "dirichlet"  # the catalog's whole tree, as the train step models it
+    assert log[3].parameters["model"] == "models:/m-123"
+    assert log[5].parameters["initial_model"] == "models:/survey@champion"
+    assert PipelineConfig().base_model == "" and "initial_model" in log[5].parameters
 
 
 def test_a_model_without_a_logged_uri_is_evaluated_from_its_run():

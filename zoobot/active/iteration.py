@@ -148,8 +148,12 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
         # the previous model's weights file also holds its optimizer's moments; a warm start takes
         # only the weights, and Keras says so
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
-        result = train(train_config, model_config, manifest, Checkpoint(folder / f"checkpoint{name}"),
-                       callbacks=list(callbacks), data=data, initial_weights=warm)
+        checkpoint = Checkpoint(folder / f"checkpoint{name}")
+        if config.initial_model:
+            result = _finetune_member(config, train_config, model_config, manifest, checkpoint, callbacks, data, warm)
+        else:
+            result = train(train_config, model_config, manifest, checkpoint, callbacks=list(callbacks), data=data,
+                           initial_weights=warm)
 
     test_batches = keras_batches(make_dataset(manifest, "test", batch_size=config.batch_size),
                                  manifest.counts["test"], train_config, channels, training=False)
@@ -163,6 +167,22 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
         **{f"test_{k}": float(v) for k, v in test.items()},
     }
     return info, result
+
+
+def _finetune_member(config: ALConfig, train_config: TrainConfig, model_config: ModelConfig, manifest: Manifest,
+                     checkpoint: Checkpoint, callbacks, data, warm: Path | None):
+    """A campaign started from a trained model: its trunk under a new head for the campaign's question
+    (zoobot.model.finetune with its default phases); from the previous iteration's weights when warm."""
+    import dataclasses
+
+    from zoobot.model.finetune import FinetuneConfig, finetune
+    from zoobot.tracking.references import resolve_model
+
+    finetune_config = FinetuneConfig(**dataclasses.asdict(train_config), base_model=config.initial_model,
+                                     output=model_config.output, question=model_config.question,
+                                     dropout_rate=model_config.dropout_rate)
+    return finetune(finetune_config, resolve_model(config.initial_model), manifest, checkpoint,
+                    callbacks=list(callbacks), data=data, initial_weights=warm)
 
 
 def ensemble_predictions(members: list, manifest: Manifest, ids: list[str], n_samples: int,

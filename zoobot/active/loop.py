@@ -48,6 +48,11 @@ class ALConfig:
         "help": "zooniverse: CSV of reduced vote counts for the galaxies requested last iteration."})
     warm_start: bool = field(default=True, metadata={
         "help": "Start training from the previous iteration's model instead of from scratch."})
+    initial_model: str = field(default="", metadata={
+        "help": "Start from a trained model (models:/NAME@ALIAS, runs:/<id> or a path): iteration 1 finetunes it to "
+                "the campaign's question (a new head; the trunk frozen, then its top blocks unfrozen, as `zoobot "
+                "finetune` with its defaults), later iterations continue from the previous iteration's model (or "
+                "finetune the base again without warm_start). '' = every model from scratch (filters, ...)."})
     epochs: int = field(default=30, metadata={"help": "Maximum epochs per iteration (the schedule's length)."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})

@@ -37,7 +37,7 @@ def main():
 # name -> (module under zoobot.cli, function building the click command); imported only when asked for
 COMMANDS = {
     "download": ("download", "build"), "simulate": ("data", "simulate"), "convert": ("data", "convert"),
-    "train": ("model", "train"), "predict": ("model", "predict"), "evaluate": ("model", "evaluate"),
+    "train": ("model", "train"), "finetune": ("model", "finetune"), "predict": ("model", "predict"), "evaluate": ("model", "evaluate"),
     "embed": ("model", "embed"),
     "al_iteration": ("active", "al_iteration"), "active_learning": ("active", "active_learning"),
     "report": ("report", "report"), "benchmark": ("benchmark", "build"),

@@ -1,4 +1,4 @@
-"""The `train`, `predict`, `evaluate` and `embed` commands."""
+"""The `train`, `finetune`, `predict`, `evaluate` and `embed` commands."""
 
 from __future__ import annotations
 
@@ -29,6 +29,34 @@ def train() -> click.Command:
                    + (" (champion)" if logged["champion"] else ""))
 
     return train
+
+
+def finetune() -> click.Command:
+    from zoobot.model.finetune import FinetuneConfig
+
+    @click.command(name="finetune", help="Finetune a trained model on shards of any schema (e.g. your own 0/1 question): "
+                                         "a new head, the trunk frozen, then its top blocks unfrozen; resumable, "
+                                         "logged and registered like train.")
+    @options_from(FinetuneConfig)
+    @user_errors
+    def finetune(**options):
+        from zoobot.workflows.finetuning import run_finetune
+
+        (config,) = split_options(options, FinetuneConfig)
+        outcome = run_finetune(config, say=click.echo)
+        if outcome.result is None:
+            click.echo(f"Worker finished its share of the finetuning (chief writes {outcome.checkpoint}).")
+            return
+        result, logged = outcome.result, outcome.logged
+        registered = (f", registered as {config.registered_model_name} v{logged['registered_version']}"
+                      if logged["registered_version"] else "")
+        click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
+                   f"{logged['model_uri']}{registered}" + (" (champion)" if logged["champion"] else ""))
+        model = (f"models:/{config.registered_model_name}/{logged['registered_version']}"
+                 if logged["registered_version"] else logged["model_uri"])
+        click.echo(f"Next: zoobot evaluate --model {model} --shards {config.shards}")
+
+    return finetune
 
 
 def predict() -> click.Command:

@@ -27,6 +27,7 @@ BENCHMARK_MODE = "benchmark_mode"
 LOCAL_OUTPUT = "local_output"  # absolute folder the step wrote on the machine it ran on
 OUTPUT_DIGEST = "output_digest"  # sha256 that identifies that output (catalog or manifest)
 MODEL_URI = "model_uri"  # the logged model of a train run (models:/m-...)
+BASE_MODEL = "base_model"  # a finetune run (and its registered version): the model it started from
 
 # -- outcomes -------------------------------------------------------------------------------------------
 STOPPED_EARLY = "stopped_early"

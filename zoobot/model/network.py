@@ -186,19 +186,25 @@ def build_model(config: ModelConfig, schema: Schema, image_shape: tuple[int, int
     features = keras.layers.Dense(config.dense_units, activation="relu", name=FEATURES_LAYER,
                                   dtype=trunk_policy)(convolved)
 
-    # The head in float32: the dropout rate and its 1/(1 - rate) scaling are exact, and the
-    # concentrations / p reach the loss's lgamma and log terms with float32's 24-bit mantissa.
-    x = MCDropout(config.dropout_rate, name="mc_dropout", dtype="float32")(features)
-    x = keras.layers.Dense(n_outputs, activation="sigmoid", name="output_sigmoid", dtype="float32")(x)
-    if config.output == "dirichlet":
-        span = CONCENTRATION_MAX - CONCENTRATION_MIN
-        outputs = keras.layers.Rescaling(span, offset=CONCENTRATION_MIN, name="concentrations",
-                                         dtype="float32")(x)
-    else:
-        outputs = keras.layers.Rescaling(1 - 2 * PROBABILITY_MARGIN, offset=PROBABILITY_MARGIN,
-                                         name="probability", dtype="float32")(x)
+    outputs = add_head(features, config.output, n_outputs, config.dropout_rate)
     name = f"zoobot_{config.architecture}_{config.output}" + (f"_{question}" if question else "")
     return keras.Model(images, outputs, name=_safe_name(name))
+
+
+def add_head(features, output: str, n_outputs: int, dropout_rate: float):
+    """The stochastic head on a features tensor: MCDropout -> Dense(sigmoid) -> the output's range.
+
+    In float32 whatever the trunk's precision: the dropout rate and its 1/(1 - rate) scaling are
+    exact, and the concentrations / p reach the loss's lgamma and log terms with float32's 24-bit
+    mantissa. Also the new head of a finetuned model (zoobot.model.finetune).
+    """
+    x = MCDropout(dropout_rate, name="mc_dropout", dtype="float32")(features)
+    x = keras.layers.Dense(n_outputs, activation="sigmoid", name="output_sigmoid", dtype="float32")(x)
+    if output == "dirichlet":
+        span = CONCENTRATION_MAX - CONCENTRATION_MIN
+        return keras.layers.Rescaling(span, offset=CONCENTRATION_MIN, name="concentrations", dtype="float32")(x)
+    return keras.layers.Rescaling(1 - 2 * PROBABILITY_MARGIN, offset=PROBABILITY_MARGIN, name="probability",
+                                  dtype="float32")(x)
 
 
 def _vgg_trunk(images, config: ModelConfig, policy: str):

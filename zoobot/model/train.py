@@ -24,6 +24,7 @@ from zoobot.data.shards import make_dataset
 from zoobot.model.checkpoint import Checkpoint, CheckpointCallback
 from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
 from zoobot.model.network import ModelConfig, build_model
+from zoobot.model.optimizers import LayerwiseAdam
 from zoobot.model.sampling import reseed
 
 DISTRIBUTIONS = ("none", "mirrored", "multi_worker")
@@ -206,17 +207,19 @@ def model_image_shape(manifest: Manifest, config: TrainConfig) -> tuple[int, int
 
 
 def compile_model(model: keras.Model, config: TrainConfig, model_config: ModelConfig, schema,
-                  steps_per_epoch: int = 1) -> None:
+                  steps_per_epoch: int = 1, multipliers: dict[str, float] | None = None) -> None:
     output, question = model_config.output, model_config.question or None
     model.compile(
-        optimizer=make_optimizer(config, steps_per_epoch),
+        optimizer=make_optimizer(config, steps_per_epoch, multipliers),
         loss=make_loss(output, schema, question),
         metrics=[*question_loss_metrics(output, schema, question), fraction_rmse_metric(output, schema, question)],
     )
 
 
-def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizers.Optimizer:
-    """Adam, or AdamW with weight decay; the learning rate constant or warm-up + cosine by step.
+def make_optimizer(config: TrainConfig, steps_per_epoch: int,
+                   multipliers: dict[str, float] | None = None) -> keras.optimizers.Optimizer:
+    """Adam, or AdamW with weight decay; the learning rate constant or warm-up + cosine by step;
+    with `multipliers` (layer name -> factor on the learning rate), Adam per layer (a finetune).
 
     The schedule is a function of the optimizer's step counter, which the checkpoint keeps, so a
     resumed job continues the schedule where it stopped.
@@ -228,6 +231,8 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> keras.optimizer
         rate = keras.optimizers.schedules.CosineDecay(
             0.0 if warmup else config.learning_rate, decay_steps=max(total - warmup, 1), alpha=0.01,
             warmup_target=config.learning_rate if warmup else None, warmup_steps=warmup)
+    if multipliers:
+        return LayerwiseAdam(multipliers, learning_rate=rate, weight_decay=config.weight_decay or None)
     if config.weight_decay:
         return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     return keras.optimizers.Adam(rate)
@@ -261,7 +266,7 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     schema = manifest.schema_obj
     shape = model_image_shape(manifest, config)
-    data = data or _shard_data(config, manifest, strategy, shape[-1])
+    data = data or shard_data(config, manifest, strategy, shape[-1])
 
     keras.utils.set_random_seed(config.seed)
     steps = steps_per_epoch(data(0)[0], manifest, config)
@@ -276,7 +281,13 @@ def train(
 
     chief = is_chief(strategy)
     saver = CheckpointCallback(checkpoint, config.patience, write=chief, min_epochs=config.min_epochs)
-    _fit_epochs(model, strategy, data, config, checkpoint, [saver, *callbacks])
+    fit_epochs(model, strategy, data, config, checkpoint, [saver, *callbacks])
+    return finish(model, checkpoint, config, chief, resumed_from)
+
+
+def finish(model: keras.Model, checkpoint: Checkpoint, config: TrainConfig, chief: bool,
+           resumed_from: int) -> TrainResult:
+    """The end of a job: the best epoch's weights into the model, the checkpoint marked finished."""
     state = checkpoint.state
     if (checkpoint.folder / "best.weights.h5").is_file():
         model.load_weights(checkpoint.folder / "best.weights.h5")
@@ -295,7 +306,7 @@ def train(
     )
 
 
-def _shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy, channels: int) -> DataForEpoch:
+def shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy, channels: int) -> DataForEpoch:
     """(train, validation) batches of an epoch from the shards: 'validation', or 'train' without one."""
     replicas = strategy.num_replicas_in_sync
     val_split = "validation" if manifest.counts.get("validation") else "train"
@@ -310,7 +321,7 @@ def _shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute
     return data
 
 
-def _fit_epochs(model: keras.Model, strategy: tf.distribute.Strategy, data: DataForEpoch, config: TrainConfig,
+def fit_epochs(model: keras.Model, strategy: tf.distribute.Strategy, data: DataForEpoch, config: TrainConfig,
                 checkpoint: Checkpoint, callbacks: list[keras.callbacks.Callback]) -> None:
     """From the checkpoint's epoch to the last, or until early stopping; each epoch seeded afresh."""
     multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)

@@ -326,3 +326,28 @@ def _is_missing(error) -> bool:
     from mlflow.protos.databricks_pb2 import RESOURCE_DOES_NOT_EXIST, ErrorCode
 
     return _error_code(error) == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST)
+
+
+def describe_model_reference(reference: str) -> str:
+    """What a model reference pointed at when it was used, for records that outlive aliases:
+    'models:/NAME@ALIAS = NAME version 3 (run abc...)'; a local path as an absolute path."""
+    reference = str(reference).strip()
+    if not reference.startswith(("models:/", "runs:/")):
+        return str(Path(reference).resolve())
+    if reference.startswith("runs:/"):
+        return reference
+    client = _client()
+    parts = reference[len("models:/"):].strip("/").split("/")
+    try:
+        if len(parts) == 2 and parts[1].isdigit():
+            version = client.get_model_version(parts[0], parts[1])
+        elif "@" in parts[0]:
+            version = client.get_model_version_by_alias(*parts[0].rsplit("@", 1))
+        elif len(parts) == 1:
+            logged = client.get_logged_model(parts[0])
+            return f"{reference} (logged model of run {logged.source_run_id})"
+        else:
+            return reference
+    except _mlflow_exception():
+        return reference
+    return f"{reference} = {version.name} version {version.version} (run {version.run_id})"

@@ -23,8 +23,10 @@ REQUIREMENTS = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "ast
 DEFAULT_SAMPLES = 5  # MC samples a call draws when it does not say
 
 
-def log_model(model, manifest, train_config, model_config, val_loss: float) -> dict:
-    """Log the model as a pyfunc that returns MC-dropout samples, register it, maybe crown it."""
+def log_model(model, manifest, train_config, model_config, val_loss: float, description: str = "",
+              version_tags: dict[str, str] | None = None) -> dict:
+    """Log the model as a pyfunc that returns MC-dropout samples, register it (with `description`
+    and `version_tags` on the new version), maybe crown it."""
     import tempfile
 
     import zoobot
@@ -50,6 +52,11 @@ def log_model(model, manifest, train_config, model_config, val_loss: float) -> d
     if train_config.registered_model_name:
         version = str(info.registered_model_version)
         out["registered_version"] = version
+        client = MlflowClient()
+        if description:
+            client.update_model_version(train_config.registered_model_name, version, description=description)
+        for key, value in (version_tags or {}).items():
+            client.set_model_version_tag(train_config.registered_model_name, version, key, value)
         out["champion"] = crown_if_better(train_config.registered_model_name, version, val_loss,
                                           train_config.champion_alias)
     return out

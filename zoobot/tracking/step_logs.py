@@ -137,15 +137,18 @@ def log_conversion(result, config) -> None:
 # -- train, evaluate, predict --------------------------------------------------------------------------
 
 
-def log_training(result, manifest, train_config, model_config, n_replicas: int = 1) -> dict:
-    """Summary metrics, training curves, the model (pyfunc with MC sampling), and its registration."""
+def log_training(result, manifest, train_config, model_config, n_replicas: int = 1, description: str = "",
+                 version_tags: dict[str, str] | None = None) -> dict:
+    """Summary metrics, training curves, the model (pyfunc with MC sampling), and its registration
+    (with `description` and `version_tags` on the registered version)."""
     mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
                         "epochs_run": result.epochs_run, "n_replicas": n_replicas})
     mlflow.set_tags({tag_names.STOPPED_EARLY: str(result.stopped_early).lower(),
                      tag_names.SCHEMA: manifest.schema["name"], tag_names.ARCHITECTURE: model_config.architecture,
                      tag_names.OUTPUT: model_config.output})
     _log_figure(plots.training_curves(result.history), "training_curves.png")
-    return log_model(result.model, manifest, train_config, model_config, result.best_val_loss)
+    return log_model(result.model, manifest, train_config, model_config, result.best_val_loss, description,
+                     version_tags)
 
 
 def log_evaluation(result, split: str, question_for_examples: str | None = None) -> None:

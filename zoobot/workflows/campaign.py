@@ -39,6 +39,9 @@ class CampaignConfig:
         "help": "Models per iteration (a deep ensemble of MC-dropout models scores the pool)."})
     n_volunteers: float = field(default=40.0, metadata={"help": "Volunteers expected per galaxy."})
     warm_start: bool = field(default=True, metadata={"help": "Start each iteration from the previous model."})
+    initial_model: str = field(default="", metadata={
+        "help": "Start every arm from a trained model (models:/NAME@ALIAS, runs:/<id> or a path), finetuned to the "
+                "campaign's question in iteration 1; '' = from scratch."})
     epochs: int = field(default=30, metadata={"help": "Maximum epochs per iteration (the schedule's length)."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
@@ -64,7 +67,8 @@ class CampaignConfig:
             state=str(Path(self.work_dir) / arm / "state.db"), shards=self.shards, acquisition=arm,
             n_acquire=self.n_acquire, selection=self.selection, n_samples=self.n_samples,
             members=self.members, n_volunteers=self.n_volunteers,
-            warm_start=self.warm_start, epochs=self.epochs, batch_size=self.batch_size,
+            warm_start=self.warm_start, initial_model=self.initial_model, epochs=self.epochs,
+            batch_size=self.batch_size,
             learning_rate=self.learning_rate, schedule=self.schedule, weight_decay=self.weight_decay,
             min_epochs=self.min_epochs, patience=self.patience, seed=self.seed)
 

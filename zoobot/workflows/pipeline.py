@@ -44,6 +44,10 @@ class PipelineConfig:
         "help": "Galaxies labelled at the start of the active-learning campaign; the rest of its training galaxies "
                 "form the pool (the train step uses every labelled galaxy). 0: no campaign."})
     epochs: int = field(default=20, metadata={"help": "Epochs of the train step."})
+    base_model: str = field(default="", metadata={
+        "help": "Start from a trained model (models:/NAME@ALIAS, runs:/<id> or a path): the train step finetunes it "
+                "to the catalog's schema (`zoobot finetune`) and the campaign starts from it (initial_model). "
+                "'' = from scratch."})
     filters: str = field(default="32,64,128,128", metadata={"help": "Convolution filters per block of the CNN."})
     dense_units: int = field(default=128, metadata={"help": "Units of the dense layer before the dropout head."})
     al_iterations: int = field(default=4, metadata={"help": "Active-learning iterations per arm."})
@@ -87,6 +91,11 @@ class PipelineConfig:
 class Step:
     entry_point: str
     parameters: dict
+    name: str = ""  # the pipeline's step when another entry point does it (train done by finetune)
+
+    @property
+    def step_name(self) -> str:
+        return self.name or self.entry_point
 
     @property
     def identity(self) -> dict[str, str]:
@@ -121,6 +130,15 @@ def convert_step(config: PipelineConfig, catalog_uri: str, campaign: bool = Fals
 
 
 def train_step(config: PipelineConfig, shards_uri: str) -> Step:
+    if config.base_model:  # the whole tree of the catalog's schema on the base model's trunk
+        return Step("finetune", {
+            "shards": shards_uri,
+            "base_model": config.base_model,
+            "output": "dirichlet",
+            "epochs": config.epochs,
+            "seed": config.seed,
+            "registered_model_name": config.registered_model_name,
+        }, name="train")
     return Step("train", {
         "shards": shards_uri,
         "epochs": config.epochs,
@@ -148,6 +166,7 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
         "filters": config.filters,
         "dense_units": config.dense_units,
         "output": config.al_output,
+        "initial_model": config.base_model,
         "seed": config.seed,
         "work_dir": str(Path(config.work_dir) / "active_learning" / key),
     })
