@@ -222,11 +222,21 @@ def write_summary(args, output: Path) -> None:
         cpu = trains.get("metrics.cpu_seconds")
         cells = [f"{cpu.mean():.0f}" if cpu is not None else "?"]
         for metric in columns:
-            values = mine[f"metrics.{metric}"].dropna()
-            cells.append(f"{values.mean():.3f} [{values.min():.3f}, {values.max():.3f}]" if len(values) else "-")
+            cells.append(mean_and_range(mine[f"metrics.{metric}"]))
         lines.append(f"| {name} | {epochs} | " + " | ".join(cells) + " |")
+    write_with_report(lines, args.experiment, output)
+
+
+def mean_and_range(values) -> str:
+    """'mean [min, max]' of a column of per-seed metrics, '-' when none is there."""
+    values = values.dropna()
+    return f"{values.mean():.3f} [{values.min():.3f}, {values.max():.3f}]" if len(values) else "-"
+
+
+def write_with_report(lines: list[str], experiment: str, output: Path) -> None:
+    """The summary in `lines`, then a link to the experiment's `zoobot report` written beside it."""
     report = output.with_name(output.stem + "-report.md")
-    zoobot("report", "--experiment", args.experiment, "--output", str(report))
+    zoobot("report", "--experiment", experiment, "--output", str(report))
     lines += ["", f"The experiment's full `zoobot report`: [{report.name}]({report.name}).", ""]
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text("\n".join(lines))

@@ -160,3 +160,65 @@ def test_a_science_figure_over_seeds_is_their_mean_and_is_unmeasured_if_one_seed
                                                   Measurement("label_efficiency", None)], [0, 1])
     assert one_missing.value is None and one_missing.passed is None and "(0.5, -)" in one_missing.notes
     assert Measurement("spread_error_spearman", 0.0).passed is False  # strictly above 0
+
+
+
+@pytest.fixture(scope="module")
+def transfer_base(tmp_path_factory):
+    """A tiny tree model saved as the science figures save theirs, and another tiny survey."""
+    from tests.conftest import TINY_MODEL
+    from zoobot.bench.data import simulate
+    from zoobot.core.model_meta import ModelMeta
+    from zoobot.data.convert import ConvertConfig, convert
+    from zoobot.data.manifest import Manifest
+    from zoobot.model.checkpoint import Checkpoint
+    from zoobot.model.network import ModelConfig, save_bundle
+    from zoobot.model.train import TrainConfig, train
+
+    root = tmp_path_factory.mktemp("transfer")
+    base_survey = simulate(root / "base_survey", 40, 32, 1)
+    manifest = Manifest.read(convert(ConvertConfig(catalog=str(base_survey.catalog_path), output_dir=str(root / "s"),
+                                                   image_size=32, workers=1)).manifest.root)
+    base = train(TrainConfig(shards=str(manifest.root), epochs=1, batch_size=8), ModelConfig(**TINY_MODEL), manifest,
+                 Checkpoint(root / "ckpt")).model
+    bundle = save_bundle(base, root / "base", ModelMeta(manifest.schema, "dirichlet", image_shape=(32, 32, 3)))
+    return bundle / "model.keras", simulate(root / "other_survey", 120, 32, 2)
+
+
+def test_the_transfer_figure_finetunes_the_tree_model_and_trains_from_scratch_for_its_cpu_time(
+        transfer_base, tmp_path):
+    """Figure 10 at tiny sizes: a 0/1 'has a bar' question on another survey, the finetuned model and the
+    from-scratch one both scored by test ROC AUC; the values mean nothing here, the harness is what runs."""
+    from dataclasses import replace
+
+    from zoobot.bench.config import PRESETS
+    from zoobot.bench.transfer import transfer_figure
+
+    base_path, other = transfer_base
+    sizes = replace(PRESETS["tiny"], transfer_labels=24, n_samples=4)
+    finetuned, gain = transfer_figure(tmp_path / "transfer", base_path, other, sizes, 0, "")
+    assert finetuned.key == "transfer_auc_finetuned" and gain.key == "transfer_auc_gain"
+    details = finetuned.details
+    assert details["n_train"] == 24 and details["n_test"] > 0 and 0 <= finetuned.value <= 1
+    assert gain.value == pytest.approx(details["finetuned_auc"] - details["scratch_auc"])
+    assert details["scratch_epochs"] >= 1 and details["finetune_cpu_s"] > 0
+    assert "has a bar" in finetuned.notes.lower()
+
+
+@pytest.mark.slow
+def test_the_transfer_campaign_figure_runs_a_campaign_from_the_base_and_one_from_scratch(
+        transfer_base, tmp_path, users_store):
+    from zoobot.bench.config import PRESETS
+    from zoobot.bench.transfer import transfer_campaign_figure
+
+    base_path, other = transfer_base
+    measurement = transfer_campaign_figure(tmp_path / "campaigns", base_path, other, PRESETS["tiny"], 0, "")
+    assert measurement.key == "transfer_label_ratio"
+    assert set(measurement.details) == {"from_base", "scratch"}
+    sizes = PRESETS["tiny"]
+    for curve in measurement.details.values():
+        assert curve["n_labelled"] == [sizes.al_initial + i * sizes.al_acquire for i in range(sizes.al_iterations)]
+    assert measurement.value is None or measurement.value > 0
+    assert "from_base: " in measurement.notes
+    # the real workflows' runs went to the figure's throwaway store
+    assert len(mlflow.search_runs(search_all_experiments=True, output_format="list")) == 0

@@ -213,3 +213,20 @@ def test_your_own_question_finetuned_from_a_registered_model_killed_resumed_and_
     (evaluation,) = client.search_runs(["0"], "tags.step = 'evaluate'")
     assert {"test_barred_roc_auc", "test_barred_f1", "test_barred_recall"} <= set(evaluation.data.metrics), \
         sorted(evaluation.data.metrics)
+
+
+def test_an_efficientnet_trunk_is_cut_into_its_own_blocks(bar_shards):
+    """EfficientNetB0's blocks from the top: features, top conv, block7, ..., block1, the stem; its
+    input normalisation belongs to no block and never learns; batch norms stay frozen."""
+    from zoobot.core.schema import GZ_DECALS
+    from zoobot.model.network import build_model
+
+    base = build_model(ModelConfig(architecture="efficientnetb0", dense_units=8), GZ_DECALS, (32, 32, 3))
+    model = finetune_model(base, Manifest.read(bar_shards).schema_obj, config_for(bar_shards, "b.keras"))
+    blocks = trunk_blocks(model)
+    tops = [sorted({layer.name.split("_")[0][:6] for layer in block}) for block in blocks]
+    assert tops == [["featur"], ["top"], *[[f"block{k}"] for k in range(7, 0, -1)], ["stem"]]
+    multipliers = set_phase(model, 2, 0.5)
+    assert multipliers["features"] == 0.5 and multipliers["top_conv"] == 0.25 and "top_bn" not in multipliers
+    learning = {v.path.split("/")[-2] for v in model.trainable_variables}
+    assert learning == {"features", "top_conv", "output_sigmoid"}

@@ -8,6 +8,6 @@
     data         simulated surveys, shards, images in memory
     speed        figures 1-4 and 6: prediction, acquisition, training (run_training), conversion
     memory       figure 5: predict's peak memory, in fresh processes
-    science      figures 7-9: label efficiency (run_campaign), calibration, recovery
+    science      figures 7-11: label efficiency (run_campaign), calibration, recovery, transfer (transfer.py)
     report       machine and versions, the JSON report, the table
 """

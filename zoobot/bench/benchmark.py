@@ -20,9 +20,11 @@ Figures, in the order they run (targets from the project's issues 6 and 13), and
    per-epoch metrics, model, curves) against plain `train` with no MLflow, in a throwaway SQLite store.
 4. convert_2_workers, convert_1_worker (speed): `convert` against a bare decode+resize loop.
 5. predict_memory_ratio (memory): peak RSS of `predict` over a pool 4x larger, each in a fresh process.
-7-9. label_efficiency and label_efficiency_dirichlet (the real campaign, zoobot.workflows.campaign.run_campaign,
-   for the binomial and the tree model), coverage_error_w5/_w10, recovery_rmse_ratio, spread_error_spearman
-   (science): on simulated surveys, in full mode (one seed) and science mode (three seeds, figures 7-9
+7-11. label_efficiency and label_efficiency_dirichlet (the real campaign, zoobot.workflows.campaign.run_campaign,
+   for the binomial and the tree model), coverage_error_w5/_w10, recovery_rmse_ratio, spread_error_spearman,
+   transfer_auc_finetuned, transfer_auc_gain and transfer_label_ratio (the tree model finetuned to a new
+   0/1 question, and a campaign started from it) (science): on simulated surveys, in full mode (one seed)
+   and science mode (three seeds, figures 7-11
    alone), or quick/tiny with `with_science=True`.
 
 Everything is written to a temporary folder (or `work_dir`) and removed afterwards; the runs the
@@ -66,8 +68,8 @@ def run_benchmarks(config: BenchmarkConfig, say=print) -> list[Measurement]:
         if sizes.speed:
             measurements += speed_figures(root, sizes, config.seed, progress)
         if sizes.science:
-            progress(f"Figures 7-9 over {sizes.science_seeds} seed(s): label efficiency (run_campaign), calibration, "
-                     "recovery, spread ...")
+            progress(f"Figures 7-11 over {sizes.science_seeds} seed(s): label efficiency (run_campaign), calibration, "
+                     "recovery, spread, transfer ...")
             measurements += science_figures(root, sizes, config.seed, progress)
     by_key = {m.key: m for m in measurements}
     missing = {key: "science figure: full or science mode (or quick/tiny with --with-science true)"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field, replace
 
+ARMS = "bald,random"  # the campaigns of figure 7
 QUESTION = "smooth-or-featured"  # the question of the science figures 8 and 9
 MEMORY_SCALE = 4  # the large pool is this many times the small one (10,000 -> 40,000 in full mode)
 OVERRIDABLE = ("repeats", "image_size", "n_images", "convert_galaxies", "memory_pool", "science_galaxies")
@@ -14,14 +15,14 @@ OVERRIDABLE = ("repeats", "image_size", "n_images", "convert_galaxies", "memory_
 class BenchmarkConfig:
     quick: bool = field(default=False, metadata={
         "help": "Quick mode: speed and memory figures only, at smaller sizes (under 10 minutes on 2 cores). "
-                "Science figures 7-9 are reported as null."})
+                "Science figures 7-11 are reported as null."})
     tiny: bool = field(default=False, metadata={
         "help": "The smallest sizes, to check that the harness runs (about a minute); the values mean little."})
     science: bool = field(default=False, metadata={
-        "help": "Science mode: the science figures 7-9 alone, each over three seeds (mean and min-max), at the "
+        "help": "Science mode: the science figures 7-11 alone, each over three seeds (mean and min-max), at the "
                 "science sizes (at most an hour on 2 cores); no speed or memory figures."})
     with_science: bool = field(default=False, metadata={
-        "help": "Also measure the science figures 7-9 in quick/tiny mode, at that mode's sizes (flagged)."})
+        "help": "Also measure the science figures 7-11 in quick/tiny mode, at that mode's sizes (flagged)."})
     repeats: int = field(default=0, metadata={
         "help": "Repetitions per figure (0 = mode default: full 5, quick 3, tiny 1)."})
     output: str = field(default="data/benchmark.json", metadata={
@@ -91,7 +92,7 @@ class Sizes:
     convert_source_size: int  # the PNGs being converted are this large (Galaxy Zoo shows 424x424)
     memory_pool: int
     memory_image_size: int
-    science: bool  # measure figures 7-9
+    science: bool  # measure figures 7-11
     speed: bool  # measure figures 1-6 and 12
     science_seeds: int  # each science figure over this many seeds
     science_galaxies: int
@@ -103,6 +104,8 @@ class Sizes:
     al_epochs: int
     al_samples: int
     al_galaxies: int  # the campaigns' survey (science_galaxies is the calibration model's)
+    transfer_labels: int  # figure 10: labelled training galaxies of the binary question
+    transfer_epochs: int  # figure 10: epochs of the finetune (from scratch gets its CPU time)
     warm_up: bool = True  # one untimed run of each path first (tiny mode skips it: its values mean little)
 
 
@@ -111,21 +114,24 @@ PRESETS = {
                   filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=2000,
                   convert_source_size=424, memory_pool=10_000, memory_image_size=16, science=True, speed=True,
                   science_seeds=1, science_galaxies=3000, science_image_size=64, science_epochs=30, al_initial=100,
-                  al_acquire=50, al_iterations=4, al_epochs=40, al_samples=15, al_galaxies=3000),
+                  al_acquire=50, al_iterations=4, al_epochs=40, al_samples=15, al_galaxies=3000,
+                  transfer_labels=300, transfer_epochs=30),
     "quick": Sizes("quick", repeats=3, image_size=64, efficientnet_size=224, n_images=1024, naive_images=256, n_samples=30,
                    filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=600,
                    convert_source_size=424, memory_pool=2500, memory_image_size=16, science=False, speed=True,
                    science_seeds=1, science_galaxies=600, science_image_size=32, science_epochs=4, al_initial=64,
-                   al_acquire=32, al_iterations=3, al_epochs=3, al_samples=10, al_galaxies=600),
+                   al_acquire=32, al_iterations=3, al_epochs=3, al_samples=10, al_galaxies=600,
+                   transfer_labels=64, transfer_epochs=3),
     "tiny": Sizes("tiny", repeats=1, image_size=16, efficientnet_size=32, n_images=64, naive_images=32, n_samples=30,
                   filters="4,8", dense_units=16, train_epochs=1, batch_size=16, convert_galaxies=48,
                   convert_source_size=64, memory_pool=200, memory_image_size=16, science=False, speed=True,
                   science_seeds=1, science_galaxies=120, science_image_size=32, science_epochs=1, al_initial=24,
-                  al_acquire=8, al_iterations=2, al_epochs=1, al_samples=4, al_galaxies=120, warm_up=False),
+                  al_acquire=8, al_iterations=2, al_epochs=1, al_samples=4, al_galaxies=120,
+                  transfer_labels=16, transfer_epochs=2, warm_up=False),
 }
 
 
-# figures 7-9 alone, over seeds: what the science is judged by (at most an hour on 2 cores)
+# figures 7-11 alone, over seeds: what the science is judged by (at most an hour on 2 cores)
 PRESETS["science"] = replace(PRESETS["full"], mode="science", repeats=1, speed=False, science_seeds=3)
 
 
@@ -134,3 +140,12 @@ def resolve_sizes(config: BenchmarkConfig) -> Sizes:
     overrides = {name: getattr(config, name) for name in OVERRIDABLE if getattr(config, name)}
     sizes = replace(sizes, **overrides, n_samples=config.n_samples, science=sizes.science or config.with_science)
     return replace(sizes, naive_images=min(sizes.naive_images, sizes.n_images))
+
+
+def campaign_config(shards, root, sizes: Sizes, seed: int):
+    """The campaign `zoobot active_learning` runs by default, at the benchmark's sizes."""
+    from zoobot.workflows.campaign import CampaignConfig
+
+    return CampaignConfig(shards=str(shards), work_dir=str(root / "campaign"), arms=ARMS,
+                          iterations=sizes.al_iterations, n_acquire=sizes.al_acquire, n_samples=sizes.al_samples,
+                          epochs=sizes.al_epochs, seed=seed)

@@ -34,9 +34,15 @@ SPECS = {
     "recovery_rmse_ratio": ("9. RMSE predicted vs true / RMSE vote fractions vs true", "<=", 1.5, "x"),
     "spread_error_spearman": (f"9. rank correlation of MC spread with error vs truth, {QUESTION}", ">", 0.0,
                               "correlation"),
+    "transfer_auc_finetuned": ("10. test ROC AUC of a new 0/1 question, finetuned from the tree model, 300 labels",
+                               ">=", 0.90, "AUC"),
+    "transfer_auc_gain": ("10. ROC AUC finetuned - from scratch, same labels and CPU time", ">=", 0.10, "AUC"),
+    "transfer_label_ratio": ("11. labels a BALD campaign on that question needs from the tree model / from "
+                             "scratch", "<", 1.0, "fraction"),
 }
 SCIENCE_KEYS = ("label_efficiency", "label_efficiency_dirichlet", "coverage_error_w5", "coverage_error_w10",
-                "recovery_rmse_ratio", "spread_error_spearman")
+                "recovery_rmse_ratio", "spread_error_spearman", "transfer_auc_finetuned", "transfer_auc_gain",
+                "transfer_label_ratio")
 PASSES = {">=": lambda value, target: value >= target, "<=": lambda value, target: value <= target,
           "<": lambda value, target: value < target, ">": lambda value, target: value > target}
 

@@ -1,7 +1,8 @@
 """The science figures on simulated surveys, whose true vote probabilities are known: label efficiency
 of the real active-learning campaign for the binomial smooth-or-featured model and the Dirichlet tree
 model (7), calibration of the posteriors (8), how close the predicted fractions come to the truth
-against the volunteers' own, and whether the MC spread follows the error (9). Each over
+against the volunteers' own, and whether the MC spread follows the error (9), and transfer of the tree
+model to a new 0/1 question, finetuned (10) and as a campaign's start (11; zoobot.bench.transfer). Each over
 `sizes.science_seeds` seeds: a new survey, split, initialisation and campaign per seed."""
 
 from __future__ import annotations
@@ -11,12 +12,12 @@ from pathlib import Path
 import numpy as np
 
 from zoobot.bench import timing
-from zoobot.bench.config import QUESTION, Sizes
+from zoobot.bench.config import ARMS, QUESTION, Sizes, campaign_config
 from zoobot.bench.data import simulate
 from zoobot.bench.measurement import SCIENCE_KEYS, Measurement, over_seeds
 from zoobot.bench.scratch import in_own_thread, scratch_experiment
+from zoobot.bench.transfer import transfer_campaign_figure, transfer_figure
 
-ARMS = "bald,random"
 CAMPAIGN_MODELS = {"label_efficiency": "binomial", "label_efficiency_dirichlet": "dirichlet"}
 
 
@@ -31,6 +32,13 @@ def science_figures(root: Path, sizes: Sizes, seed: int, say=print) -> list[Meas
         for measurement in calibration_figures(folder, survey, sizes, s, flag):
             per_seed[measurement.key].append(measurement)
         al_survey = simulate(folder / "al_survey", sizes.al_galaxies, sizes.science_image_size, s + 101)
+        say(f"  seed {s}: transfer: the tree model finetuned to 'has a bar', against from scratch ...")
+        for measurement in transfer_figure(folder / "transfer", folder / "base_model" / "model.keras", al_survey,
+                                           sizes, s, flag):
+            per_seed[measurement.key].append(measurement)
+        say(f"  seed {s}: transfer: BALD campaigns on 'has a bar' from the tree model and from scratch ...")
+        per_seed["transfer_label_ratio"].append(transfer_campaign_figure(
+            folder / "transfer_campaign", folder / "base_model" / "model.keras", al_survey, sizes, s, flag, say))
         shards = active_learning_shards(folder, al_survey, sizes, s)
         for key, output in CAMPAIGN_MODELS.items():
             say(f"  seed {s}: label efficiency of the {output} model: BALD and random campaigns ...")
@@ -49,15 +57,6 @@ def active_learning_shards(root: Path, survey, sizes: Sizes, seed: int) -> Path:
     return Path(convert(ConvertConfig(
         catalog=str(survey.catalog_path), output_dir=str(root / "al_shards"), image_size=sizes.science_image_size,
         labelled_size=sizes.al_initial, seed=seed)).manifest.root)
-
-
-def campaign_config(shards: Path, root: Path, sizes: Sizes, seed: int):
-    """The campaign `zoobot active_learning` runs by default, at the benchmark's sizes."""
-    from zoobot.workflows.campaign import CampaignConfig
-
-    return CampaignConfig(shards=str(shards), work_dir=str(root / "campaign"), arms=ARMS,
-                          iterations=sizes.al_iterations, n_acquire=sizes.al_acquire, n_samples=sizes.al_samples,
-                          epochs=sizes.al_epochs, seed=seed)
 
 
 def label_efficiency_figure(root: Path, shards: Path, sizes: Sizes, seed: int, flag: str, say=print,
@@ -96,7 +95,7 @@ def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
     from zoobot.core.model_meta import ModelMeta
     from zoobot.data.convert import ConvertConfig, convert
     from zoobot.data.manifest import Manifest
-    from zoobot.model.network import ModelConfig
+    from zoobot.model.network import ModelConfig, save_bundle
     from zoobot.model.predict import predict_split
     from zoobot.core.metrics import truth_metrics
     from zoobot.model.evaluate import known_truth
@@ -109,7 +108,8 @@ def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
         # the default recipe (zoobot train's), for the mode's number of epochs
         trained = train(TrainConfig(shards=str(manifest.root), epochs=sizes.science_epochs, seed=seed), ModelConfig(),
                         manifest, Checkpoint(root / "science_checkpoint"))
-    meta = ModelMeta(manifest.schema, "dirichlet")
+    meta = ModelMeta(manifest.schema, "dirichlet", image_shape=manifest.image_shape, val_loss=trained.best_val_loss)
+    save_bundle(trained.model, root / "base_model", meta)  # the base model of the transfer figure (10)
     predictions, _, counts, _ = predict_split(trained.model, meta, manifest, "test", sizes.n_samples)
     w5, w10 = _coverage_errors(predictions, counts)
     scores = recovery(predictions, survey.catalog)
