@@ -200,9 +200,10 @@ def run_arm(arm: str, seed: int, shards: Path, base: str, work: Path, epochs: in
 
 def write_summary(args, output: Path) -> None:
     import mlflow
+    import pandas as pd
 
     runs = mlflow.search_runs(filter_string="tags.step = 'evaluate'")
-    trains = mlflow.search_runs(filter_string="tags.step = 'train' or tags.step = 'finetune'")
+    trains = pd.concat([mlflow.search_runs(filter_string=f"tags.step = '{step}'") for step in ("train", "finetune")])
     lines = [f"# Transfer study (experiment `{args.experiment}`)", "",
              f"Reproduce: `.venv/bin/python benchmarks/transfer_study.py --seeds {args.seeds} --labels {args.labels} "
              f"--epochs {args.epochs}`. The base: the default tree model trained on 2,800 simulated galaxies "
