@@ -54,6 +54,9 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=300, help="labelled training galaxies of the new question")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of each finetune and from-scratch run")
     parser.add_argument("--base-epochs", type=int, default=30)
+    parser.add_argument("--base-name", default=BASE_NAME, help="registered name of the base model")
+    parser.add_argument("--base-options", default="", help="more `zoobot train` options for the base, e.g. "
+                                                          "'--dropout-rate=0.25 --dense-units=256'")
     parser.add_argument("--campaigns", type=lambda v: v.lower() == "true", default=False,
                         help="figure 11 instead: BALD campaigns on the question from the base and from scratch")
     parser.add_argument("--output", default="")
@@ -64,7 +67,7 @@ def main() -> None:
     work = Path(args.work_dir).resolve()
 
     base_shards = prepare_data(work, 4000, 64)
-    base = ensure_base(base_shards, work, args.base_epochs)
+    base = ensure_base(base_shards, work, args.base_epochs, args.base_name, args.base_options.split())
     if args.campaigns:
         run_campaigns(work, base, [int(s) for s in args.seeds.split(",")], args)
         return
@@ -77,21 +80,22 @@ def main() -> None:
     print(f"Wrote {output}")
 
 
-def ensure_base(shards: Path, work: Path, epochs: int) -> str:
+def ensure_base(shards: Path, work: Path, epochs: int, name: str, options: list[str]) -> str:
     import mlflow
 
     done = mlflow.search_runs(filter_string="tags.`zoobot.candidate` = 'base' and tags.step = 'train' and "
                                             "attributes.status = 'FINISHED'")
     if done.empty:
         _, cpu = zoobot("train", "--shards", str(shards), f"--epochs={epochs}", "--seed=0",
-                        f"--checkpoint-dir={work / 'checkpoints' / 'base'}", f"--registered-model-name={BASE_NAME}")
+                        f"--checkpoint-dir={work / 'checkpoints' / name}", f"--registered-model-name={name}",
+                        *options)
         run = latest_run("train")
         client = mlflow.MlflowClient()
         client.set_tag(run, "zoobot.candidate", "base")
         client.set_tag(run, "mlflow.runName", "base")
         client.log_metric(run, "cpu_seconds", cpu)
         print(f"base: trained in {cpu:.0f} CPU-s", flush=True)
-    return f"models:/{BASE_NAME}@champion"
+    return f"models:/{name}@champion"
 
 
 def prepare_question(work: Path, n_train: int) -> Path:

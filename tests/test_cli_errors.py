@@ -193,3 +193,19 @@ def test_only_errors_zoobot_raised_itself_lose_their_traceback():
     with pytest.raises(ValueError) as mistake:
         ConvertConfig(catalog="c.csv", shard_size=0)
     assert is_user_error(mistake.value)
+
+
+def test_no_tensorflow_start_up_lines_on_the_console(tmp_path):
+    """TensorFlow's absl/oneDNN start-up lines go straight to fd 2 and ignore TF_CPP_MIN_LOG_LEVEL; the
+    package imports it with fd 2 silenced (zoobot._tf), so neither `--help` nor a step that loads a
+    model shows them, while Python's own stderr still works after the import."""
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k not in ("TF_CPP_MIN_LOG_LEVEL", "ZOOBOT_TF_VERBOSE")}
+    code = "import sys, zoobot.model.network, keras; print('after', file=sys.stderr)"
+    for command in ([sys.executable, "-m", "zoobot.cli", "train", "--help"], [sys.executable, "-c", code]):
+        done = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+        assert done.returncode == 0, done.stderr
+        assert "oneDNN" not in done.stderr and "absl" not in done.stderr, done.stderr
+    assert done.stderr.strip() == "after"

@@ -53,14 +53,15 @@ def test_the_default_recipe_learns_a_binary_question_from_a_few_hundred_galaxies
 
 
 def test_early_stopping_waits_for_min_epochs(binary_shards, tmp_path):
-    """A model whose validation loss never improves (learning rate ~0) would stop after `patience`
-    epochs; min_epochs holds it on."""
+    """A model whose validation loss never improves (learning rate ~0, and no dropout: MC dropout would
+    make each epoch's validation loss a new draw) would stop after `patience` epochs; min_epochs holds
+    it on."""
     from zoobot.data.manifest import Manifest
 
     manifest = Manifest.read(binary_shards)
     config = TrainConfig(shards=str(binary_shards), epochs=4, patience=1, min_epochs=3, learning_rate=1e-12,
                          batch_size=64)
-    result = train(config, ModelConfig(output="binomial", **TINY_MODEL), manifest, Checkpoint(tmp_path / "c"))
+    result = train(config, ModelConfig(output="binomial", dropout_rate=0.0, **TINY_MODEL), manifest, Checkpoint(tmp_path / "c"))
     assert result.epochs_run == 3 and result.stopped_early
 
 

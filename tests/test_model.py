@@ -29,7 +29,8 @@ def images(n: int, size: int = 32, channels: int = 1, seed: int = 0) -> np.ndarr
 @pytest.fixture(scope="module")
 def vgg() -> keras.Model:
     keras.utils.set_random_seed(0)
-    return build_model(ModelConfig(precision="float32", **TINY), GZ_DECALS, (32, 32, 1))
+    # a strong dropout, so that the samplers below differ clearly from a pass without it
+    return build_model(ModelConfig(precision="float32", dropout_rate=0.5, **TINY), GZ_DECALS, (32, 32, 1))
 
 
 # -- configuration ----------------------------------------------------------------------------

@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import tensorflow as tf
 
 from zoobot.active.loop import ALConfig, Steps, default_model_name, iteration_dir

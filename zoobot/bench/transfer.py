@@ -12,7 +12,6 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-import keras
 import numpy as np
 
 from zoobot.bench import timing
@@ -61,16 +60,21 @@ def bar_shards(root: Path, survey, n_train: int, image_size: int, seed: int) -> 
         val_fraction=val, test_fraction=test, seed=seed)).manifest.root)
 
 
-class CpuBudget(keras.callbacks.Callback):
-    """Stops training at the end of the epoch in which the process has used `seconds` of CPU."""
+def cpu_budget(seconds: float):
+    """A Keras callback that stops training at the end of the epoch in which the process has used
+    `seconds` of CPU (imported lazily: `zoobot benchmark --help` does not load TensorFlow)."""
+    import keras
 
-    def __init__(self, seconds: float):
-        super().__init__()
-        self.seconds, self.start = seconds, time.process_time()
+    class CpuBudget(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.start = time.process_time()
 
-    def on_epoch_end(self, epoch, logs=None):
-        if time.process_time() - self.start >= self.seconds:
-            self.model.stop_training = True
+        def on_epoch_end(self, epoch, logs=None):
+            if time.process_time() - self.start >= seconds:
+                self.model.stop_training = True
+
+    return CpuBudget()
 
 
 def transfer_figure(root: Path, base_path: Path, survey, sizes: Sizes, seed: int, flag: str) -> list[Measurement]:
@@ -92,7 +96,7 @@ def transfer_figure(root: Path, base_path: Path, survey, sizes: Sizes, seed: int
         # the finetune's epochs; the budget stops it), the best validation epoch kept
         scratch = train(TrainConfig(**settings, epochs=4 * sizes.transfer_epochs, patience=10 ** 6),
                         ModelConfig(output="binomial"), manifest, Checkpoint(root / "scratch_checkpoint"),
-                        callbacks=[CpuBudget(budget)])
+                        callbacks=[cpu_budget(budget)])
         scratch_cpu = time.process_time() - start - budget
     (finetuned_auc, positives), (scratch_auc, _) = (test_auc(r.model, manifest, sizes.n_samples) for r in (tuned, scratch))
     details = {"n_train": manifest.counts["train"], "n_validation": manifest.counts.get("validation", 0),

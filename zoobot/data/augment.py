@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import tensorflow as tf
 
 ZOOM = 0.1  # zoom in or out by up to 10%

@@ -10,6 +10,7 @@ import hashlib
 from pathlib import Path
 
 import numpy as np
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import tensorflow as tf
 
 from zoobot.data.manifest import FEATURE_ID, FEATURE_IMAGE, FEATURE_LABELS, Manifest, ShardFile

@@ -16,6 +16,7 @@ import shutil
 from dataclasses import asdict
 from pathlib import Path
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 import numpy as np
 

@@ -24,6 +24,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 import tensorflow as tf
 

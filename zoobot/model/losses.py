@@ -22,6 +22,7 @@ round a loss of ~10 to steps of 0.06.
 
 from __future__ import annotations
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 import numpy as np
 import tensorflow as tf

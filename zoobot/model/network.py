@@ -27,6 +27,7 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 import numpy as np
 
@@ -59,9 +60,9 @@ class ModelConfig:
     filters: str = field(default="32,64,128,128", metadata={
         "help": "vgg only: filters of each conv block, comma-separated; a block is two 3x3 convs and a "
                 "2x2 max-pool."})
-    dense_units: int = field(default=128, metadata={
+    dense_units: int = field(default=256, metadata={
         "help": "Units of the dense 'features' layer before the MC dropout."})
-    dropout_rate: float = field(default=0.5, metadata={
+    dropout_rate: float = field(default=0.25, metadata={
         "help": "MC dropout rate on the dense head, in [0, 1); dropout stays on at prediction time."})
     trunk_dropout_rate: float = field(default=0.0, metadata={
         "help": "vgg only: MC dropout rate after every conv block as well (0 = head only). A richer posterior; "

@@ -7,6 +7,7 @@ multiplier scales the step itself, inside Adam's update of each variable.
 
 from __future__ import annotations
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 
 

@@ -13,6 +13,7 @@ import functools
 import warnings
 from pathlib import Path
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 
 FEATURES_LAYER = "features"  # the trunk's last layer (zoobot.model.network): its dtype is the model's precision

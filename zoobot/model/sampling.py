@@ -10,6 +10,7 @@ holds most of the network: correct, and correspondingly slower.
 
 from __future__ import annotations
 
+import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 import numpy as np
 
