@@ -54,6 +54,10 @@ class PipelineConfig:
     al_epochs: int = field(default=40, metadata={
         "help": "Epochs of each active-learning iteration's training (a few hundred labelled galaxies: many short "
                 "epochs)."})
+    al_dense_units: int = field(default=128, metadata={
+        "help": "Units of the campaign model's dense layer (the train step's is dense_units): 128 with dropout 0.5, "
+                "the setting the campaign's label saving was measured with."})
+    al_dropout_rate: float = field(default=0.5, metadata={"help": "MC dropout rate of the campaign model's head."})
     al_output: str = field(default="binomial", metadata={
         "help": "The campaign's model: 'binomial' (the first question, smooth-or-featured: the paper's setting) or "
                 "'dirichlet' (the whole tree, as the train step's)."})
@@ -164,7 +168,8 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
         "n_acquire": config.n_acquire,
         "epochs": config.al_epochs,
         "filters": config.filters,
-        "dense_units": config.dense_units,
+        "dense_units": config.al_dense_units,
+        "dropout_rate": config.al_dropout_rate,
         "output": config.al_output,
         "initial_model": config.base_model,
         "seed": config.seed,
