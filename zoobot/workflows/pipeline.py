@@ -161,6 +161,9 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
     # The campaign's folder is named after its input, so a new conversion starts a new campaign
     # instead of resuming one made from other galaxies.
     key = hashlib.sha256(shards_uri.encode()).hexdigest()[:10]
+    # initial_model only when given: MLflow does not keep an empty parameter, so an empty one in the
+    # step's identity would never match its finished run and the campaign would never be reused
+    start = {"initial_model": config.base_model} if config.base_model else {}
     return Step("active_learning", {
         "shards": shards_uri,
         "iterations": config.al_iterations,
@@ -171,7 +174,7 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
         "dense_units": config.al_dense_units,
         "dropout_rate": config.al_dropout_rate,
         "output": config.al_output,
-        "initial_model": config.base_model,
+        **start,
         "seed": config.seed,
         "work_dir": str(Path(config.work_dir) / "active_learning" / key),
     })
