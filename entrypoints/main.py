@@ -15,7 +15,7 @@ import click  # noqa: E402
 import mlflow  # noqa: E402
 
 from zoobot import tracking  # noqa: E402
-from zoobot.cli.options import options_from, user_errors  # noqa: E402
+from zoobot.cli.options import experiment_option, options_from, user_errors  # noqa: E402
 from zoobot.workflows import pipeline  # noqa: E402
 
 PROJECT = str(Path(__file__).resolve().parents[1])
@@ -42,6 +42,7 @@ def step_runner(chosen: list[str]):
 
 @click.command()
 @options_from(pipeline.PipelineConfig)
+@experiment_option
 @user_errors
 def main(**options):
     config = pipeline.PipelineConfig(**options)

@@ -6,7 +6,13 @@
 #
 #   bash scripts/tracking_server.sh          # SQLite ./mlflow.db, artifacts ./mlartifacts, http://127.0.0.1:5000
 #   bash scripts/tracking_server.sh --backend-store-uri postgresql+psycopg2://USER:PASSWORD@DBHOST/mlflow \
-#       --artifacts-destination /srv/zoobot/artifacts --host 0.0.0.0 --port 5000 --auth
+#       --artifacts-destination /srv/zoobot/artifacts --host 0.0.0.0 --port 5000 --auth \
+#       --tls-cert /etc/zoobot/server.crt --tls-key /etc/zoobot/server.key --allowed-hosts mlflow.example.org
+#
+# Serving other machines (a --host other than 127.0.0.1, localhost or ::1) needs --auth (else anyone
+# on the network may read, change and delete every run), TLS (else passwords and data cross the
+# network in clear) and --allowed-hosts; the script refuses to start without them unless --insecure
+# says you know why (a closed lab network; TLS ended by a reverse proxy on another machine).
 #
 # Options, and the environment variables that set their defaults:
 #   --backend-store-uri URI       ZOOBOT_BACKEND_STORE_URI      sqlite:///$PWD/mlflow.db
@@ -24,7 +30,14 @@
 #         password. Checking one costs ~0.3 s of CPU (scrypt), on every request without the cache; the
 #         price is that a changed password or deleted user may still work on another worker for N s.
 #         0 turns the cache off (MLflow's own default).
-#   -- ARGS...                    passed on to `mlflow server`, e.g. -- --allowed-hosts mlflow.example.org
+#   --tls-cert FILE --tls-key FILE  ZOOBOT_TLS_CERT, ZOOBOT_TLS_KEY: serve https with this certificate
+#         (PEM, the chain first) and its private key (uvicorn's --ssl-certfile/--ssl-keyfile). Clients of a
+#         self-signed or private-CA certificate set MLFLOW_TRACKING_SERVER_CERT_PATH to the CA's PEM file.
+#   --allowed-hosts LIST          ZOOBOT_ALLOWED_HOSTS           the Host headers the server answers
+#         (comma-separated, e.g. mlflow.example.org,10.0.0.5:5000); MLflow's default is localhost and
+#         private IPs. Needed with a non-local --host.
+#   --insecure                    ZOOBOT_SERVER_INSECURE=1      start on a non-local host without auth or TLS
+#   -- ARGS...                    passed on to `mlflow server`, e.g. -- --cors-allowed-origins https://x.org
 #
 # With --auth the script writes ./basic_auth.ini from the last three options, unless
 # MLFLOW_AUTH_CONFIG_PATH names a configuration file of your own. Clients then log in with
@@ -44,14 +57,19 @@ auth=${ZOOBOT_SERVER_AUTH:-0}
 auth_db=${ZOOBOT_AUTH_DATABASE_URI:-sqlite:///$PWD/basic_auth.db}
 default_permission=${ZOOBOT_AUTH_DEFAULT_PERMISSION:-READ}
 auth_cache=${ZOOBOT_AUTH_CACHE_SECONDS:-60}
+tls_cert=${ZOOBOT_TLS_CERT:-}
+tls_key=${ZOOBOT_TLS_KEY:-}
+allowed_hosts=${ZOOBOT_ALLOWED_HOSTS:-}
+insecure=${ZOOBOT_SERVER_INSECURE:-0}
 extra=()
 while [ $# -gt 0 ]; do
   case "$1" in
     -h|--help) usage 0 ;;
     --auth) auth=1; shift; continue ;;
+    --insecure) insecure=1; shift; continue ;;
     --) shift; extra=("$@"); break ;;
     --backend-store-uri|--artifacts-destination|--host|--port|--workers|--auth-database-uri|--default-permission|\
-    --auth-cache-seconds)
+    --auth-cache-seconds|--tls-cert|--tls-key|--allowed-hosts)
       [ $# -ge 2 ] || die "$1 needs a value."
       case "$1" in
         --backend-store-uri) backend=$2 ;;
@@ -62,6 +80,9 @@ while [ $# -gt 0 ]; do
         --auth-database-uri) auth_db=$2 ;;
         --default-permission) default_permission=$2 ;;
         --auth-cache-seconds) auth_cache=$2 ;;
+        --tls-cert) tls_cert=$2 ;;
+        --tls-key) tls_key=$2 ;;
+        --allowed-hosts) allowed_hosts=$2 ;;
       esac
       shift 2 ;;
     *) echo "Unknown option '$1' (options after -- go to mlflow server)." >&2; usage ;;
@@ -86,6 +107,47 @@ case "$backend" in
   *) die "--backend-store-uri '$backend' is not a database URI. Give sqlite:///ABSOLUTE/PATH.db or
   postgresql+psycopg2://USER:PASSWORD@HOST:PORT/DATABASE (a local one: bash scripts/postgres_local.sh start DIR)." ;;
 esac
+# TLS: both files or neither, readable, and a key that belongs to the certificate.
+tls=0
+if [ -n "$tls_cert$tls_key" ]; then
+  [ -n "$tls_cert" ] && [ -n "$tls_key" ] || die "TLS needs both --tls-cert (the certificate, PEM) and --tls-key (its
+  private key, PEM); only --tls-$([ -n "$tls_cert" ] && echo cert || echo key) was given."
+  for f in "$tls_cert" "$tls_key"; do
+    [ -r "$f" ] || die "cannot read '$f' (TLS certificate or key): check the path and its permissions."
+  done
+  if ! error=$("$PYTHON" - "$tls_cert" "$tls_key" 2>&1 <<'EOF'
+import ssl
+import sys
+try:
+    ssl.create_default_context(ssl.Purpose.CLIENT_AUTH).load_cert_chain(sys.argv[1], sys.argv[2])
+except (ssl.SSLError, OSError, ValueError) as e:
+    sys.exit(str(e) or type(e).__name__)
+EOF
+  ); then
+    die "--tls-cert $tls_cert and --tls-key $tls_key do not make a usable pair: $error
+  Give the PEM certificate (its chain first) and the unencrypted private key it was issued for."
+  fi
+  tls=1
+fi
+scheme=$([ "$tls" = 1 ] && echo https || echo http)
+
+# Serving other machines: logins, encryption and the host names to answer, or a deliberate --insecure.
+case "$host" in 127.0.0.1|localhost|::1|'[::1]') local_host=1 ;; *) local_host=0 ;; esac
+if [ "$local_host" = 0 ] && [ "$insecure" != 1 ]; then
+  missing=()
+  [ "$auth" = 1 ] || missing+=("--auth (without it anyone who reaches $host:$port may read, change and delete every run and model)")
+  [ "$tls" = 1 ] || missing+=("--tls-cert FILE --tls-key FILE (without TLS, passwords and data cross the network in clear;
+    or put a TLS reverse proxy on this machine in front of a server on --host 127.0.0.1)")
+  [ -n "$allowed_hosts" ] || missing+=("--allowed-hosts NAMES (the host names clients use, e.g. mlflow.example.org;
+    MLflow otherwise answers only localhost and private IPs)")
+  if [ ${#missing[@]} -gt 0 ]; then
+    message="--host $host serves other machines, so the server needs:"
+    for m in "${missing[@]}"; do message+=$'\n'"  - $m"; done
+    die "$message
+  To start anyway (a closed network, or TLS ended by a proxy elsewhere), add --insecure."
+  fi
+fi
+
 # Never echo a database password.
 shown_backend=$(printf '%s' "$backend" | sed -E 's#(://[^:/@]+):[^@]*@#\1:***@#')
 
@@ -150,7 +212,21 @@ case "$artifacts" in *://*) ;; *) mkdir -p "$artifacts" || die "cannot create th
 # brings it back.
 export MLFLOW_SERVER_ENABLE_JOB_EXECUTION=${MLFLOW_SERVER_ENABLE_JOB_EXECUTION:-false}
 
-echo "MLflow tracking server on http://$host:$port: backend store $shown_backend, artifacts $artifacts" >&2
-echo "Point the entry points at it with: export MLFLOW_TRACKING_URI=http://$([ "$host" = 0.0.0.0 ] && hostname || echo "$host"):$port" >&2
+serving=()
+if [ "$tls" = 1 ]; then
+  serving+=(--uvicorn-opts "--ssl-certfile $(printf '%q' "$tls_cert") --ssl-keyfile $(printf '%q' "$tls_key")")
+fi
+[ -z "$allowed_hosts" ] || serving+=(--allowed-hosts "$allowed_hosts")
+if [ "$insecure" = 1 ] && [ "$local_host" = 0 ]; then
+  echo "WARNING: --insecure: serving $host:$port$([ "$auth" = 1 ] || echo ' without logins')$([ "$tls" = 1 ] || echo ' without TLS')." >&2
+fi
+
+shown_host=$([ "$host" = 0.0.0.0 ] && hostname || echo "$host")
+echo "MLflow tracking server on $scheme://$host:$port: backend store $shown_backend, artifacts $artifacts" >&2
+echo "Point the entry points at it with: export MLFLOW_TRACKING_URI=$scheme://$shown_host:$port" >&2
+if [ "$tls" = 1 ]; then
+  echo "With a self-signed or private-CA certificate, clients also set MLFLOW_TRACKING_SERVER_CERT_PATH=<the CA's PEM file>" >&2
+fi
 exec "$BIN/mlflow" server --backend-store-uri "$backend" --artifacts-destination "$artifacts" \
-  --host "$host" --port "$port" --workers "$workers" ${app[@]+"${app[@]}"} ${extra[@]+"${extra[@]}"}
+  --host "$host" --port "$port" --workers "$workers" ${app[@]+"${app[@]}"} ${serving[@]+"${serving[@]}"} \
+  ${extra[@]+"${extra[@]}"}

@@ -137,13 +137,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 90) -> None:
+def wait_for_http(url: str, process: subprocess.Popen, timeout: float = 90, context=None) -> None:
+    """Until `url` answers 200 (`context`: the ssl.SSLContext for an https server's certificate)."""
     deadline = time.time() + timeout
     while time.time() < deadline:
         if process.poll() is not None:
             raise RuntimeError(f"server exited with {process.returncode} before answering {url}")
         try:
-            with urllib.request.urlopen(url, timeout=2) as response:
+            with urllib.request.urlopen(url, timeout=2, context=context) as response:
                 if response.status == 200:
                     return
         except OSError:

@@ -168,22 +168,59 @@ class TrackingServer:
             pass
 
 
-def start_tracking_server(root: Path, backend_uri: str, auth: bool = False) -> TrackingServer:
-    """`scripts/tracking_server.sh` with one worker, in its own process group, logging to root/server.log."""
+def self_signed_certificate(folder: Path, host: str = "127.0.0.1") -> tuple[Path, Path]:
+    """(certificate, key) PEM files of a fresh self-signed certificate for `host` (and localhost),
+    made with the `cryptography` package, as `openssl req -x509` would."""
+    import datetime
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, host)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    certificate = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=2))
+        .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address(host)),
+                                                    x509.DNSName("localhost")]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    folder.mkdir(parents=True, exist_ok=True)
+    cert_path, key_path = folder / "server.crt", folder / "server.key"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def start_tracking_server(root: Path, backend_uri: str, auth: bool = False,
+                          tls: tuple[Path, Path] | None = None) -> TrackingServer:
+    """`scripts/tracking_server.sh` with one worker, in its own process group, logging to root/server.log;
+    with `tls` (certificate, key) it serves https."""
     for attempt in range(3):  # another process may take the free port before the server binds it
         try:
-            return _start_tracking_server(root, backend_uri, auth)
+            return _start_tracking_server(root, backend_uri, auth, tls)
         except RuntimeError as e:
             if "already in use" not in str(e).lower() or attempt == 2:
                 raise
     raise AssertionError("unreachable")
 
 
-def _start_tracking_server(root: Path, backend_uri: str, auth: bool) -> TrackingServer:
+def _start_tracking_server(root: Path, backend_uri: str, auth: bool, tls: tuple[Path, Path] | None) -> TrackingServer:
+    import ssl
+
     root.mkdir(parents=True, exist_ok=True)
     port = free_port()
     args = ["--backend-store-uri", backend_uri, "--artifacts-destination", str(root / "artifacts"),
             "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
+    if tls:
+        args += ["--tls-cert", str(tls[0]), "--tls-key", str(tls[1])]
     env = clean_env()
     admin_password = ""
     if auth:
@@ -194,9 +231,11 @@ def _start_tracking_server(root: Path, backend_uri: str, auth: bool) -> Tracking
     with open(root / "server.log", "wb") as log:
         process = subprocess.Popen(["bash", str(SERVER_SCRIPT), *args], cwd=root, env=env, stdout=log,
                                    stderr=subprocess.STDOUT, start_new_session=True)
-    server = TrackingServer(f"http://127.0.0.1:{port}", root, root / "artifacts", process, admin_password)
+    scheme = "https" if tls else "http"
+    server = TrackingServer(f"{scheme}://127.0.0.1:{port}", root, root / "artifacts", process, admin_password)
     try:
-        wait_for_http(f"{server.uri}/health", process, timeout=180)
+        wait_for_http(f"{server.uri}/health", process, timeout=180,
+                      context=ssl.create_default_context(cafile=str(tls[0])) if tls else None)
     except (RuntimeError, TimeoutError) as e:
         server.stop()
         raise RuntimeError(f"{e}; the end of {server.log}:\n{server.log.read_text()[-3000:]}") from e

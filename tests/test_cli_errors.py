@@ -209,3 +209,28 @@ def test_no_tensorflow_start_up_lines_on_the_console(tmp_path):
         assert done.returncode == 0, done.stderr
         assert "oneDNN" not in done.stderr and "absl" not in done.stderr, done.stderr
     assert done.stderr.strip() == "after"
+
+
+# -- experiments by name ---------------------------------------------------------------------------------
+
+
+def test_experiment_names_the_experiment_of_a_commands_run_and_under_mlflow_run_must_agree(tmp_path):
+    uri = f"sqlite:///{tmp_path}/mlflow.db"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")} | {"MLFLOW_TRACKING_URI": uri}
+    run_zoobot(["simulate", "--experiment", "my-survey", "--n-galaxies", "4", "--image-size", "16", "--workers", "1",
+                "--output-dir", tmp_path / "survey"], env=env, cwd=tmp_path, timeout=300)
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("my-survey")
+    (run,) = client.search_runs([experiment.experiment_id])
+    assert run.data.tags["step"] == "simulate" and run.info.status == "FINISHED"
+
+    # as under `mlflow run`, whose run is already in an experiment: another name is an error saying where to put it
+    other = client.create_run(client.create_experiment("elsewhere")).info.run_id
+    result = run_zoobot(["simulate", "--experiment", "my-survey", "--n-galaxies", "4", "--image-size", "16",
+                         "--output-dir", tmp_path / "again"], env=env | {"MLFLOW_RUN_ID": other}, cwd=tmp_path,
+                        timeout=300, check=False)
+    output = result.stdout + result.stderr
+    assert result.returncode == 1 and "Traceback" not in output, output[-3000:]
+    assert "already made its run in experiment 'elsewhere'" in output
+    assert "--experiment-name my-survey" in output
+    assert not (tmp_path / "again").exists()

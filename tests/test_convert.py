@@ -16,6 +16,7 @@ from zoobot.data.images import ImageSpec, read_image
 from zoobot.data.manifest import Manifest, ManifestError
 from zoobot.core.schema import GZ_DECALS
 from zoobot.data.shards import make_dataset, read_split
+from tests.conftest import write_pngs
 
 
 def config_for(catalog, out, **kw):
@@ -275,3 +276,50 @@ def _convert_without_override(catalog, out, tmp_path):
                "convert", "--catalog", str(catalog), "--output-dir", str(out), "--image-size", "16",
                "--workers", "1", "--log-shards", "false"]
     return subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+
+
+def pool_catalog_for(tmp_path, n=6, **columns) -> Path:
+    """n unclassified galaxies (ids, images, no votes) beside the labelled catalog's folder."""
+    names = [f"J20{k:02d}00.00+100000.0" for k in range(n)]
+    write_pngs(tmp_path / "unclassified", names, seed=5)
+    frame = pd.DataFrame({"iauname": names, "ra": np.arange(n) * 1.0, "dec": np.arange(n) * 2.0,
+                          "file_loc": [f"unclassified/{name}.png" for name in names], **columns})
+    path = tmp_path / "unclassified.csv"
+    frame.to_csv(path, index=False)
+    return path
+
+
+def test_a_pool_catalog_becomes_an_unlabelled_pool_without_an_oracle(decals_catalog, tmp_path):
+    pool = pool_catalog_for(tmp_path)
+    result = convert(config_for(decals_catalog, tmp_path / "real", pool_catalog=str(pool), val_fraction=0.0,
+                                test_fraction=0.25))
+    manifest = result.manifest
+    assert manifest.counts == {"train": 9, "test": 3, "pool": 6}  # every labelled galaxy stays labelled
+    assert not manifest.split("pool").labelled and manifest.oracle is None
+    assert not (tmp_path / "real" / "oracle.csv").exists()
+    assert manifest.catalog["pool"]["rows"] == 6 and manifest.catalog["pool"]["sha256"]
+    records = read_split(manifest, "pool")
+    assert sorted(records["id_str"]) == sorted(pd.read_csv(pool)["iauname"]) and "labels" not in records
+    index = pd.read_csv(tmp_path / "real" / "galaxies.csv")
+    assert (index["split"] == "pool").sum() == 6 and index["image_path"].map(lambda p: Path(p).is_file()).all()
+
+
+def test_pool_rows_with_votes_or_labelled_ids_are_set_aside_and_reported(decals_catalog, tmp_path):
+    labelled = pd.read_csv(decals_catalog)
+    pool = pool_catalog_for(tmp_path, n=5)
+    frame = pd.read_csv(pool)
+    frame.loc[1, "iauname"] = labelled.loc[0, "iauname"]  # already labelled
+    frame["smooth-or-featured_smooth"] = [np.nan, np.nan, 3, 0, np.nan]  # row 3 has votes; 0 = none
+    frame.loc[4, "file_loc"] = "unclassified/missing.png"
+    frame.to_csv(pool, index=False)
+    result = convert(config_for(decals_catalog, tmp_path / "real", pool_catalog=str(pool)))
+    assert result.manifest.counts["pool"] == 2
+    rejected = pd.read_csv(tmp_path / "real" / "rejected.csv")
+    reasons = dict(zip(rejected["row"], rejected["reason"]))
+    assert set(reasons) == {2, 3, 5} and all(r.startswith("pool catalog 'unclassified.csv'") for r in reasons.values())
+    assert "labelled catalog (row 1)" in reasons[2] and "has votes" in reasons[3] and "image not found" in reasons[5]
+
+
+def test_pool_catalog_and_labelled_size_are_one_or_the_other(decals_catalog, tmp_path):
+    with pytest.raises(ValueError, match="use one"):
+        config_for(decals_catalog, tmp_path / "x", pool_catalog="p.csv", labelled_size=3)

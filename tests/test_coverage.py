@@ -149,6 +149,11 @@ def test_coverage_errors_by_hand():
     assert errors["bar_coverage_error_w10"] == pytest.approx(0.05)
     assert errors["coverage_error_w10"] == pytest.approx(0.025)
     assert errors["coverage_error_f0.2"] == pytest.approx(0.05)
+    # signed: bar has fewer inside than promised (over-confident), shape more (under-confident)
+    assert errors["bar_coverage_signed_error_w5"] == pytest.approx(-0.1)
+    assert errors["shape_coverage_signed_error_w5"] == pytest.approx(0.25)
+    assert errors["coverage_signed_error_w5"] == pytest.approx(0.075)
+    assert errors["bar_coverage_signed_error_w10"] == pytest.approx(0.05)
     with pytest.raises(ValueError, match="no 'votes' rows at width 7"):
         coverage_errors(table, widths=(7,))
 

@@ -187,7 +187,7 @@ def test_al_iteration_counts_and_keeps_every_rejected_label_row(al_shards, tmp_p
     labels = tmp_path / "reduced.csv"
     labels.write_text("\n".join(["id_str," + ",".join(columns), *rows]) + "\n")
 
-    second = subprocess.run([*command, "--labels-file", str(labels)], env=env, cwd=tmp_path, capture_output=True,
+    second = subprocess.run([*command, "--labels-file", str(labels), "--next-iteration", "false"], env=env, cwd=tmp_path, capture_output=True,
                             text=True, timeout=600)
     assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-5000:]
     assert "9 label rows were set aside" in second.stdout, second.stdout

@@ -175,3 +175,31 @@ def test_main_pipeline_runs_every_step_then_reuses_them_and_reruns_what_a_change
     for section in ("## main runs", "## train runs (2)", "## evaluate runs (2)", "## active_learning runs (1)",
                     "| tiny-default | @champion |"):
         assert section in text, section
+
+
+def test_main_on_a_users_catalog_trains_on_every_labelled_galaxy(tmp_path):
+    """`mlflow run . -P catalog=...` with the catalog's own id column and image folder: convert, train and
+    evaluate, every labelled galaxy in train/validation/test, no campaign carved out of them."""
+    from zoobot.data.simulate import SimulateConfig, simulate_survey
+
+    survey = simulate_survey(SimulateConfig(output_dir=str(tmp_path / "survey"), n_galaxies=40, image_size=32,
+                                            workers=1))
+    catalog = pd.read_csv(survey.catalog_path).rename(columns={"iauname": "objname"})
+    (tmp_path / "cutouts").mkdir()
+    shutil.move(str(tmp_path / "survey" / "images"), str(tmp_path / "cutouts" / "images"))  # elsewhere: image_root
+    catalog.to_csv(tmp_path / "mine.csv", index=False)
+    params = {"catalog": tmp_path / "mine.csv", "id_column": "objname", "image_root": tmp_path / "cutouts",
+              "image_size": 32, "epochs": 1, "filters": "4,8", "dense_units": 16, "work_dir": tmp_path / "work",
+              "registered_model_name": "mine"}
+    mlflow_run("main", params, None, tmp_path, "my-survey", timeout=900)
+    client = MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("my-survey")
+    steps = sorted(r.data.tags["step"] for r in client.search_runs([experiment.experiment_id]))
+    assert steps == ["convert", "evaluate", "main", "train"]  # no simulation, no campaign
+    convert = only_run(client, "my-survey", "convert")
+    assert (convert.data.params["labelled_size"], convert.data.params["id_column"]) == ("0", "objname")
+    manifest = Manifest.read(tmp_path / "work" / "shards")
+    assert "pool" not in manifest.counts and sum(manifest.counts.values()) == 40  # every labelled galaxy
+    train = only_run(client, "my-survey", "train")
+    assert train.data.metrics["n_train"] == manifest.counts["train"]
+    assert client.get_model_version_by_alias("mine", "champion").run_id == train.info.run_id

@@ -219,7 +219,7 @@ def test_read_reduced_votes_missing_columns_is_an_error_for_the_whole_file(tmp_p
     message = str(error.value)
     assert "missing columns ['bar_yes', 'bar_no'] required by schema 'tiny'" in message
     assert "the file has ['#id_str', 'smooth_yes', 'smooth_no', 'data.bar-yes']" in message
-    assert "Rename the reducer's answer columns" in message
+    assert "Map the reducer's answer columns to the schema's with --labels-map" in message
     path = write_votes(tmp_path, f"subject_id,{','.join(LABEL_COLS)}\n1,1,2,3,4\n")
     with pytest.raises(OracleError, match=r"an id column \(one of \['id_str', '#id_str', 'objid'\]\)"):
         read_reduced_votes(path, SCHEMA)
@@ -256,3 +256,25 @@ def test_export_then_reduced_votes_then_ingest_round_trip(tmp_path, campaign, la
     assert votes.rejected["row"].tolist() == [4] and "'bar_yes' is negative" in votes.rejected.loc[0, "reason"]
     np.testing.assert_array_equal(campaign.labels(chosen[:3]), truth[LABEL_COLS].to_numpy()[:3])
     assert campaign.awaiting_ids() == [chosen[3]]  # still awaiting: its labels can arrive later
+
+
+def test_a_labels_map_renames_the_reducers_columns_and_says_what_does_not_fit(tmp_path):
+    from zoobot.active.oracle import read_column_map, read_vote_table
+
+    path = write_votes(tmp_path, "galaxy,T0_a0,T0_a1,T1_a0,T1_a1,bar_yes\nJ1,1,2,3,4,99\n")
+    inline = read_column_map("galaxy=id_str, T0_a0=smooth_yes,T0_a1=smooth_no,T1_a0=bar_yes,T1_a1=bar_no")
+    yaml_file = tmp_path / "map.yaml"
+    yaml_file.write_text("galaxy: id_str\nT0_a0: smooth_yes\nT0_a1: smooth_no\nT1_a0: bar_yes\nT1_a1: bar_no\n")
+    assert read_column_map(str(yaml_file)) == inline
+    table = read_vote_table(path, SCHEMA, inline)  # the file's own 'bar_yes' gives way to the mapped one
+    assert table["id_str"].tolist() == ["J1"] and table[LABEL_COLS].to_numpy().tolist() == [[1, 2, 3, 4]]
+    with pytest.raises(OracleError, match=r"does not have: \['T9'\]"):
+        read_vote_table(path, SCHEMA, {"T9": "bar_no"})
+    with pytest.raises(OracleError, match=r"targets \['bar_maybe'\] are not columns of schema 'tiny'"):
+        read_vote_table(path, SCHEMA, {"T1_a1": "bar_maybe"})
+    with pytest.raises(OracleError, match=r"several reducer columns map to \['bar_no'\]"):
+        read_vote_table(path, SCHEMA, {"T1_a0": "bar_no", "T1_a1": "bar_no"})
+    with pytest.raises(OracleError, match="must read 'reducer_column=schema_column'"):
+        read_column_map("T0_a0:smooth_yes")
+    with pytest.raises(OracleError, match="does not exist"):
+        read_column_map(str(tmp_path / "nope.yaml"))

@@ -1,6 +1,7 @@
 """predict (streamed MC samples to Parquet/HDF5 + summary) and evaluate (metrics, coverage, figures)."""
 
 import dataclasses
+from pathlib import Path
 
 import mlflow
 import numpy as np
@@ -190,3 +191,26 @@ def test_evaluating_single_labels_logs_the_roc_curve_and_says_why_coverage_is_mi
     assert {"roc_curves.png", "evaluation_notes.txt", "confusion_matrices.png"} <= artifacts
     assert not {"coverage.json", "coverage_votes.png"} & artifacts
 
+
+
+def test_zoobot_evaluate_prints_a_verdict_per_question_and_where_the_plots_are(bundle, tiny_shards, sqlite_tracking):
+    from click.testing import CliRunner
+
+    from zoobot.cli import main
+
+    result = CliRunner().invoke(main, ["evaluate", "--model", str(bundle), "--shards", str(tiny_shards),
+                                       "--n-samples", "5"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    lines = lines[next(i for i, line in enumerate(lines) if line.startswith("Evaluated ")):]  # after MLflow's log
+    assert lines[0].startswith(f"Evaluated {bundle} on ") and "'test' galaxies (run " in lines[0]
+    verdict = next(line for line in lines if line.startswith("  smooth-or-featured"))
+    assert "mean error" in verdict and "in vote fraction" in verdict and "at +-5 votes" in verdict
+    assert any(word in verdict for word in ("over-confident", "under-confident", "well calibrated"))
+    assert any(line.startswith("  Overall: coverage error") and "10.6%" in line for line in lines)
+    plots = next(line for line in lines if line.startswith("Plots ("))
+    folder = plots[len("Plots ("):plots.index("):")]
+    assert (Path(folder) / "coverage_votes.png").is_file() and (Path(folder) / "verdict.md").is_file()
+    (run,) = MlflowClient(sqlite_tracking).search_runs(["0"], "tags.step = 'evaluate'")
+    assert "test_coverage_signed_error_w5" in run.data.metrics
+    assert run.data.tags["mlflow.note.content"].startswith("**Evaluation on 'test'**")

@@ -15,6 +15,7 @@ from packaging.specifiers import SpecifierSet
 from packaging.version import Version
 
 from zoobot import cli
+from zoobot.cli.options import EXPERIMENT_KEY
 
 ROOT = Path(__file__).resolve().parents[1]
 MLPROJECT = yaml.safe_load((ROOT / "MLproject").read_text())
@@ -39,7 +40,8 @@ def _options(entry_point: str) -> dict[str, click.Option]:
     command = _click_command(entry_point)
     commands = list(command.commands.values()) if isinstance(command, click.Group) else [command]
     shared = set.intersection(*({p.name for p in c.params if isinstance(p, click.Option)} for c in commands))
-    return {p.name: p for p in commands[0].params if p.name in shared}
+    # --experiment is the command line's; under `mlflow run` the experiment is mlflow run's --experiment-name
+    return {p.name: p for p in commands[0].params if p.name in shared and p.name != EXPERIMENT_KEY}
 
 
 def _declared(entry_point: str) -> dict:
@@ -54,6 +56,15 @@ def test_every_step_of_the_cli_has_an_entry_point():
     assert set(steps) == set(cli.main.list_commands(None))
     for name in steps:
         assert _click_command(name).name == name
+
+
+def test_every_command_that_logs_runs_takes_an_experiment_by_name():
+    for name in cli.main.list_commands(None):
+        command = cli.main.get_command(None, name)
+        commands = list(command.commands.values()) if isinstance(command, click.Group) else [command]
+        for c in commands:
+            names = {opt for p in c.params for opt in p.opts}
+            assert "--experiment" in names, f"zoobot {name} {c.name} has no --experiment"
 
 
 @pytest.mark.parametrize("entry_point", ENTRY_POINTS)
@@ -104,7 +115,7 @@ def test_click_defaults_come_from_the_config_dataclasses():
         entry_point, _, subcommand = name.partition(" ")
         command = _click_command(entry_point)
         command = command.commands[subcommand] if subcommand else command
-        options = {p.name: p for p in command.params if isinstance(p, click.Option)}
+        options = {p.name: p for p in command.params if isinstance(p, click.Option) and p.name != EXPERIMENT_KEY}
         fields = [f for cls in classes for f in dataclasses.fields(cls) if f.init]
         assert set(options) == {f.name for f in fields}, name
         for f in fields:
@@ -138,3 +149,75 @@ def test_readme_test_command_is_what_ci_runs():
     readme = (ROOT / "README.md").read_text()
     assert "bash scripts/test.sh" in readme and "bash scripts/run_default.sh" in readme
     assert "bash scripts/test.sh" in (ROOT / ".ci" / "run").read_text()
+
+
+# -- the docs name options that exist -------------------------------------------------------------
+
+DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def _shell_commands(path: Path):
+    """Every command line of the ```bash blocks of a Markdown file, continuation lines joined, as words."""
+    text = path.read_text()
+    for block in re.findall(r"```bash\n(.*?)```", text, flags=re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            try:
+                words = shlex.split(line, comments=True)
+            except ValueError:
+                continue
+            if words:
+                yield words
+
+
+def _option_names(command: click.Command) -> set[str]:
+    return {opt for p in command.params for opt in p.opts}
+
+
+def test_every_option_the_docs_use_exists():
+    """`mlflow run . -e NAME -P key=...` names a parameter of that entry point, `zoobot NAME --key` an
+    option of that command: an example in the docs never names a renamed or removed option."""
+    seen = 0
+    for path in DOCS:
+        for words in _shell_commands(path):
+            for start in [i for i, w in enumerate(words) if w == "run" and i and words[i - 1].endswith("mlflow")]:
+                rest = words[start + 1:]
+                entry = rest[rest.index("-e") + 1] if "-e" in rest else "main"
+                declared = MLPROJECT["entry_points"][entry]["parameters"]
+                for i, w in enumerate(rest):
+                    if w == "-P":
+                        key = rest[i + 1].split("=", 1)[0]
+                        assert key in declared, f"{path.name}: `mlflow run -e {entry}` has no parameter {key!r}"
+                        seen += 1
+            for start in [i for i, w in enumerate(words) if w.endswith("zoobot") and not w.startswith("-")]:
+                if start + 1 >= len(words) or words[start + 1] not in cli.main.list_commands(None):
+                    continue
+                command = cli.main.get_command(None, words[start + 1])
+                end = start + 2
+                if isinstance(command, click.Group):
+                    command, end = command.commands[words[start + 2]], start + 3
+                names = _option_names(command)
+                for w in words[end:]:
+                    if w in ("|", "&&", ";"):
+                        break
+                    if w.startswith("--"):
+                        assert w.split("=", 1)[0] in names, f"{path.name}: `zoobot {command.name}` has no option {w}"
+                        seen += 1
+    assert seen > 50
+
+
+def test_the_docs_name_every_acquisition_function_and_the_defaults_they_state():
+    from zoobot.core.acquisition import ACQUISITIONS
+    from zoobot.workflows.pipeline import PipelineConfig
+
+    entry_points = (ROOT / "docs" / "entry-points.md").read_text()
+    glossary = (ROOT / "docs" / "glossary.md").read_text()
+    for name in ACQUISITIONS:
+        assert f"`{name}`" in entry_points and f"`{name}`" in glossary, name
+    # the `main` pipeline's defaults as its section states them in words
+    main = " ".join(entry_points[entry_points.index("## `main`"):entry_points.index("## `download`")].split())
+    config = PipelineConfig()
+    for words in (f"{config.n_galaxies:,} galaxies of {config.image_size}x{config.image_size}",
+                  f"trained for {config.epochs} epochs", f"from {config.labelled_size} labelled galaxies",
+                  f"{config.al_iterations} iterations of {config.n_acquire} acquired",
+                  f"{config.al_epochs} epochs each", f"`filters={config.filters}`"):
+        assert words in main, f"docs/entry-points.md's `main` section should say {words!r}"

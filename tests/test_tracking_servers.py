@@ -28,7 +28,9 @@ from tests.servers import (  # noqa: F401  (fixtures)
     pg_server,
     postgres,
     run_zoobot,
+    self_signed_certificate,
     start_burst_workers,
+    start_tracking_server,
 )
 
 slow = pytest.mark.slow
@@ -52,6 +54,25 @@ def test_tracking_server_script_explains_what_auth_needs(tmp_path):
     no_password = run_script(SERVER_SCRIPT, ["--auth"], tmp_path, MLFLOW_FLASK_SERVER_SECRET_KEY="k" * 32)
     assert no_password.returncode == 1 and "MLFLOW_AUTH_ADMIN_PASSWORD" in no_password.stderr
     assert list(tmp_path.iterdir()) == []  # refused before writing anything
+
+
+def test_tracking_server_script_refuses_to_serve_other_machines_unsafely(tmp_path):
+    open_to_all = run_script(SERVER_SCRIPT, ["--host", "0.0.0.0"], tmp_path)
+    assert open_to_all.returncode == 1
+    message = open_to_all.stderr
+    assert "--host 0.0.0.0 serves other machines" in message
+    assert "--auth (without it" in message and "--tls-cert FILE --tls-key FILE" in message
+    assert "--allowed-hosts NAMES" in message and "add --insecure" in message
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    almost = run_script(SERVER_SCRIPT, ["--host", "0.0.0.0", "--tls-cert", cert, "--tls-key", key,
+                                        "--allowed-hosts", "mlflow.example.org"], tmp_path)
+    assert almost.returncode == 1 and "--auth (without it" in almost.stderr and "--tls-cert FILE" not in almost.stderr
+    one_half = run_script(SERVER_SCRIPT, ["--tls-cert", cert], tmp_path)
+    assert one_half.returncode == 1 and "needs both --tls-cert" in one_half.stderr
+    other_cert, _ = self_signed_certificate(tmp_path / "other")
+    mismatched = run_script(SERVER_SCRIPT, ["--tls-cert", other_cert, "--tls-key", key], tmp_path)
+    assert mismatched.returncode == 1 and "do not make a usable pair" in mismatched.stderr
+    assert not (tmp_path / "mlflow.db").exists()  # refused before anything was made
 
 
 def test_tracking_server_script_rejects_bad_stores(tmp_path):
@@ -244,3 +265,52 @@ def test_four_concurrent_runs_lose_nothing(store, request, tmp_path):
         for k in range(10):
             assert run.data.params[f"batch_param_{k}"] == run.data.tags[f"batch_tag_{k}"] == f"{worker}-{k}"
         assert run.info.status == "FINISHED"
+
+
+@slow
+def test_a_team_server_over_https_with_a_password(tmp_path):
+    """TLS with a self-signed certificate and basic auth: the password never crosses in clear, clients
+    trust the certificate through MLFLOW_TRACKING_SERVER_CERT_PATH, and a zoobot step logs over https."""
+    import os
+    import ssl
+
+    cert, key = self_signed_certificate(tmp_path / "tls")
+    server = start_tracking_server(tmp_path / "server", f"sqlite:///{tmp_path}/mlflow.db", auth=True, tls=(cert, key))
+    try:
+        assert server.uri.startswith("https://")
+        health = f"{server.uri}/api/2.0/mlflow/experiments/search?max_results=1"
+        with pytest.raises(urllib.error.URLError, match="CERTIFICATE_VERIFY_FAILED"):
+            urllib.request.urlopen(health, timeout=10)  # an unknown certificate is refused by default
+        trusted = ssl.create_default_context(cafile=str(cert))
+        request = urllib.request.Request(health)
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(request, timeout=10, context=trusted)
+        assert refused.value.code == 401
+        token = base64.b64encode(f"admin:{server.admin_password}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+        with urllib.request.urlopen(request, timeout=10, context=trusted) as answer:
+            assert answer.status == 200
+        with pytest.raises(OSError):  # plain http is not served at all (the connection is dropped)
+            urllib.request.urlopen(server.uri.replace("https://", "http://") + "/health", timeout=10)
+
+        env = clean_env(MLFLOW_TRACKING_URI=server.uri, MLFLOW_TRACKING_SERVER_CERT_PATH=str(cert),
+                        MLFLOW_TRACKING_USERNAME="admin", MLFLOW_TRACKING_PASSWORD=server.admin_password)
+        run_zoobot(["simulate", "--experiment", "over-tls", "--n-galaxies", "4", "--image-size", "16", "--workers", "1",
+                    "--output-dir", tmp_path / "survey"], env, cwd=tmp_path)
+        without_ca = subprocess.run([str(VENV_BIN / "zoobot"), "simulate", "--n-galaxies", "4", "--output-dir",
+                                     str(tmp_path / "nope")], cwd=tmp_path, capture_output=True, text=True, timeout=120,
+                                    env={k: v for k, v in env.items() if k != "MLFLOW_TRACKING_SERVER_CERT_PATH"})
+        assert without_ca.returncode == 1 and "certificate" in without_ca.stderr.lower(), without_ca.stderr[-2000:]
+        assert "Traceback" not in without_ca.stderr
+
+        os.environ.update(MLFLOW_TRACKING_SERVER_CERT_PATH=str(cert), MLFLOW_TRACKING_USERNAME="admin",
+                          MLFLOW_TRACKING_PASSWORD=server.admin_password)
+        try:
+            client = MlflowClient(server.uri)
+            (run,) = client.search_runs([client.get_experiment_by_name("over-tls").experiment_id])
+            assert run.data.tags["step"] == "simulate" and run.info.user_id == "admin"
+        finally:
+            for name in ("MLFLOW_TRACKING_SERVER_CERT_PATH", "MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD"):
+                os.environ.pop(name, None)
+    finally:
+        server.stop()

@@ -24,10 +24,14 @@ def tiny_train_config(shards, **kw):
     return TrainConfig(shards=str(shards), batch_size=8, **{"epochs": 2, "schedule": "constant", "min_epochs": 0, **kw})
 
 
-def test_train_checkpoints_every_epoch_and_keeps_the_best(tiny_shards, tmp_path):
+def test_train_checkpoints_every_epoch_and_keeps_the_best(tiny_shards, tmp_path, capsys):
     manifest = Manifest.read(tiny_shards)
     checkpoint = Checkpoint(tmp_path / "ckpt")
     result = train(tiny_train_config(tiny_shards, epochs=3), ModelConfig(**TINY_MODEL), manifest, checkpoint)
+    # one line per epoch, counted against the whole run (not Keras' "Epoch 2/2" of a one-epoch fit call)
+    lines = [line for line in capsys.readouterr().out.splitlines() if line.startswith("Epoch ")]
+    assert [line.split(" - ")[0] for line in lines] == ["Epoch 1/3", "Epoch 2/3", "Epoch 3/3"], lines
+    assert " - val_loss: " in lines[0] and "loss_smooth-or-featured" not in lines[0]
     assert result.epochs_run == 3 and len(result.history["loss"]) == 3 and len(result.history["val_loss"]) == 3
     assert result.best_val_loss == min(result.history["val_loss"])
     assert {"loss_smooth-or-featured", "val_fraction_rmse"} <= set(result.history)

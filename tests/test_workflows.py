@@ -46,6 +46,22 @@ def test_a_chosen_step_brings_what_it_needs_and_a_users_catalog_skips_the_simula
     assert log[0].parameters["catalog"] == "my.csv"
 
 
+def test_a_users_catalog_trains_on_every_labelled_galaxy_and_replays_a_campaign_only_when_asked():
+    log = []
+    config = PipelineConfig(catalog="/surveys/mine.fits", id_column="objid", image_root="/surveys/cutouts", channels=1)
+    runs = run_pipeline(config, fake_runner(log))
+    assert [s.entry_point for s in log] == ["convert", "train", "evaluate"] and list(runs) == [
+        "convert", "train", "evaluate"]
+    convert = log[0].parameters
+    assert convert["labelled_size"] == 0  # every labelled galaxy in train/validation/test
+    assert (convert["id_column"], convert["image_root"], convert["channels"]) == ("objid", "/surveys/cutouts", 1)
+    asked = []
+    run_pipeline(PipelineConfig(catalog="/surveys/mine.fits", steps="convert,train,evaluate,active_learning"),
+                 fake_runner(asked))
+    assert [s.entry_point for s in asked] == ["convert", "train", "evaluate", "convert", "active_learning"]
+    assert "id_column" not in asked[0].parameters  # MLflow keeps no empty parameter: it would never match
+
+
 def test_with_a_base_model_the_train_step_is_a_finetune_and_the_campaign_starts_from_it():
     log = []
     runs = run_pipeline(PipelineConfig(base_model="models:/survey@champion"), fake_runner(log))

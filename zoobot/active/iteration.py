@@ -9,11 +9,12 @@ registering its model through the `on_trained` hook.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import warnings
 from collections.abc import Callable, Iterator
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -21,8 +22,8 @@ import pandas as pd
 import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import tensorflow as tf
 
-from zoobot.active.loop import ALConfig, Steps, default_model_name, iteration_dir
-from zoobot.active.oracle import SimulatedOracle, export_subjects, read_vote_table
+from zoobot.active.loop import ALConfig, IterationOutcome, Steps, default_model_name, iteration_dir
+from zoobot.active.oracle import SimulatedOracle, export_subjects, read_column_map, read_vote_table
 from zoobot.active.pool import PoolState
 from zoobot.core import tags as tag_names
 from zoobot.core.model_meta import ModelMeta
@@ -106,16 +107,21 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
 
 
 def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig,
-                    model_config: ModelConfig, callbacks=()) -> tuple[dict, object]:
+                    model_config: ModelConfig, callbacks=(), base: Path | None = None) -> tuple[dict, object]:
     """Train on everything labelled so far (config.members models, each from its own seed); evaluate
     on the fixed test split; save the models. The test metrics are the members' means; the first
-    member is the one registered."""
+    member is the one registered. `base`: the local file of `config.initial_model`, resolved once by
+    the caller (resolved here when not given)."""
+    if config.initial_model and base is None:
+        from zoobot.tracking.references import resolve_model
+        base = resolve_model(config.initial_model)
     folder = iteration_dir(state, iteration)
     infos, results = [], []
     for member in range(config.members):
         name = "" if member == 0 else f"_member{member}"
         info, result = _train_member(iteration, state, manifest, config, model_config, folder, name,
-                                     seed=config.seed + 7919 * member, callbacks=callbacks if member == 0 else ())
+                                     seed=config.seed + 7919 * member, callbacks=callbacks if member == 0 else (),
+                                     base=base)
         infos.append(info)
         results.append(result)
     info = {**infos[0], "member_dirs": [i["model_dir"] for i in infos]}
@@ -126,7 +132,7 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
 
 
 def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig, model_config: ModelConfig,
-                  folder: Path, name: str, seed: int, callbacks=()) -> tuple[dict, object]:
+                  folder: Path, name: str, seed: int, callbacks=(), base: Path | None = None) -> tuple[dict, object]:
     train_config = TrainConfig(shards=str(manifest.root), epochs=config.epochs, batch_size=config.batch_size,
                                learning_rate=config.learning_rate, schedule=config.schedule,
                                weight_decay=config.weight_decay, min_epochs=config.min_epochs,
@@ -150,8 +156,9 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
         # only the weights, and Keras says so
         warnings.filterwarnings("ignore", message="Skipping variable loading for optimizer")
         checkpoint = Checkpoint(folder / f"checkpoint{name}")
-        if config.initial_model:
-            result = _finetune_member(config, train_config, model_config, manifest, checkpoint, callbacks, data, warm)
+        if base is not None:
+            result = _finetune_member(config, base, train_config, model_config, manifest, checkpoint, callbacks, data,
+                                      warm)
         else:
             result = train(train_config, model_config, manifest, checkpoint, callbacks=list(callbacks), data=data,
                            initial_weights=warm)
@@ -170,19 +177,18 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
     return info, result
 
 
-def _finetune_member(config: ALConfig, train_config: TrainConfig, model_config: ModelConfig, manifest: Manifest,
-                     checkpoint: Checkpoint, callbacks, data, warm: Path | None):
+def _finetune_member(config: ALConfig, base: Path, train_config: TrainConfig, model_config: ModelConfig,
+                     manifest: Manifest, checkpoint: Checkpoint, callbacks, data, warm: Path | None):
     """A campaign started from a trained model: its trunk under a new head for the campaign's question
     (zoobot.model.finetune with its default phases); from the previous iteration's weights when warm."""
     import dataclasses
 
     from zoobot.model.finetune import FinetuneConfig, finetune
-    from zoobot.tracking.references import resolve_model
 
     finetune_config = FinetuneConfig(**dataclasses.asdict(train_config), base_model=config.initial_model,
                                      output=model_config.output, question=model_config.question,
                                      dropout_rate=model_config.dropout_rate)
-    return finetune(finetune_config, resolve_model(config.initial_model), manifest, checkpoint,
+    return finetune(finetune_config, base, manifest, checkpoint,
                     callbacks=list(callbacks), data=data, initial_weights=warm)
 
 
@@ -205,9 +211,12 @@ def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_con
     """The loop's steps for a real campaign. `on_trained` adds to the train info (e.g. the
     registered model version) once a model exists."""
     from zoobot.model.network import BUNDLE_KERAS, load_bundle
+    from zoobot.tracking.references import resolve_model
+
+    base = resolve_model(config.initial_model) if config.initial_model else None  # once: an alias may move
 
     def train_step(iteration, state_):
-        info, result = train_iteration(iteration, state_, manifest, config, model_config, callbacks)
+        info, result = train_iteration(iteration, state_, manifest, config, model_config, callbacks, base=base)
         return {**info, **on_trained(iteration, info, result)}
 
     def predict_step(iteration, pool_ids, train_info):
@@ -225,13 +234,15 @@ def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_con
         return {"n_requested": len(acquired)}
 
     oracle = SimulatedOracle.from_manifest(manifest) if config.oracle == "simulated" else None
+    columns = read_column_map(config.labels_map)  # a bad map fails before any training
 
     def labels_step(iteration, awaiting):
         if oracle is not None:
             return oracle.reveal(awaiting)
         if not config.labels_file:
             return None
-        return read_vote_table(config.labels_file, state.schema)  # every row: the ingest judges and reports each
+        # every row: the ingest judges and reports each
+        return read_vote_table(config.labels_file, state.schema, columns)
 
     return Steps(train=train_step, predict=predict_step, request=request_step, labels=labels_step)
 
@@ -251,7 +262,7 @@ def open_or_create(config: ALConfig, arm: str) -> tuple[PoolState, Manifest]:
         state = PoolState.open(path)
     else:
         if not config.shards:
-            raise ValueError(f"No campaign at '{path}' yet: give --shards (converted with --labelled-size) to start one.")
+            raise ValueError(f"No campaign at '{path}' yet: give --shards (converted with --pool-catalog or --labelled-size) to start one.")
         manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
         state = create_state(path, manifest, {"arm": arm, "acquisition": config.acquisition, "seed": config.seed})
     return state, Manifest.read(state.meta["shards"])
@@ -288,6 +299,46 @@ def run_logged_iteration(config: ALConfig, model_config: ModelConfig, arm: str, 
         state.close()
         raise
     return outcome, state  # the caller closes the state
+
+
+@dataclass(frozen=True)
+class IterationReport:
+    outcome: IterationOutcome
+    ingest: dict  # the ingest stage's record, when this call ingested labels
+    request: dict  # the request stage's record (a volunteers' campaign: where the subject manifest went)
+
+
+def run_logged_iterations(config: ALConfig, model_config: ModelConfig, arm: str) -> list[IterationReport]:
+    """The next unfinished iteration, each as its own MLflow run; with volunteers (oracle 'zooniverse')
+    whose labels this call brought in, the next iteration too, up to its subjects' export: one week of
+    a campaign in one command (unless config.next_iteration is false)."""
+    outcome, state = run_logged_iteration(config, model_config, arm)
+    reports = [_report(outcome, state)]
+    if config.oracle == "zooniverse" and config.next_iteration and "ingest" in outcome.stages_run:
+        with _own_run():  # the next iteration's labels are next week's
+            outcome, state = run_logged_iteration(replace(config, labels_file=""), model_config, arm)
+        reports.append(_report(outcome, state))
+    return reports
+
+
+def _report(outcome: IterationOutcome, state: PoolState) -> IterationReport:
+    with state:
+        done = state.is_done(outcome.iteration, "request")
+        return IterationReport(
+            outcome, state.stage_info(outcome.iteration, "ingest") if "ingest" in outcome.stages_run else {},
+            state.stage_info(outcome.iteration, "request") if done else {})
+
+
+@contextlib.contextmanager
+def _own_run():
+    """Under `mlflow run` the step's run (MLFLOW_RUN_ID) is the first iteration's; a second iteration
+    in the same command opens a run of its own."""
+    wrapper = os.environ.pop("MLFLOW_RUN_ID", None)
+    try:
+        yield
+    finally:
+        if wrapper is not None:
+            os.environ["MLFLOW_RUN_ID"] = wrapper
 
 
 def iteration_key(arm: str, iteration: int) -> str:

@@ -27,8 +27,9 @@ class ALConfig:
     state: str = field(metadata={
         "help": "The campaign's state database (SQLite); created from --shards on the first iteration."})
     shards: str = field(default="", metadata={
-        "help": "Shards converted with a labelled 'train' split and an unlabelled 'pool' (convert --labelled-size); "
-                "needed when the campaign is created."})
+        "help": "Shards converted with a labelled 'train' split and an unlabelled 'pool': unclassified galaxies "
+                "(convert --pool-catalog, for volunteers) or labelled ones held back (convert --labelled-size, "
+                "simulated); needed when the campaign is created."})
     acquisition: str = field(default="bald", metadata={
         "help": f"Acquisition function: {', '.join(sorted(acquisition.ACQUISITIONS))} (or one you registered)."})
     n_acquire: int = field(default=128, metadata={"help": "Galaxies sent to volunteers per iteration."})
@@ -45,7 +46,14 @@ class ALConfig:
         "help": "simulated: labels revealed from the conversion's oracle file; zooniverse: export a subject "
                 "manifest and ingest reduced votes from --labels-file."})
     labels_file: str = field(default="", metadata={
-        "help": "zooniverse: CSV of reduced vote counts for the galaxies requested last iteration."})
+        "help": "zooniverse: CSV of reduced vote counts for the galaxies requested last iteration (an id column, "
+                "'#id_str' as the subject manifest has it, and the schema's answer columns, or --labels-map)."})
+    labels_map: str = field(default="", metadata={
+        "help": "zooniverse: how the reducer's column names map to the schema's, as 'reducer=schema,...' or a YAML "
+                "or JSON file of {reducer column: schema column} (the id column may be mapped to id_str too)."})
+    next_iteration: bool = field(default=True, metadata={
+        "help": "zooniverse: once --labels-file has brought the labels in, go on to the next iteration (train, "
+                "acquire, export its subjects) in the same command; false: stop after the ingest."})
     warm_start: bool = field(default=True, metadata={
         "help": "Start training from the previous iteration's model instead of from scratch."})
     initial_model: str = field(default="", metadata={
@@ -63,8 +71,8 @@ class ALConfig:
     patience: int = field(default=10, metadata={"help": "Early-stopping patience (epochs)."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of random acquisition."})
     registered_model_name: str = field(default="", metadata={
-        "help": "Register each iteration's model under this name ('' = zoobot-al-<campaign>-<arm>, <campaign> being "
-                "the folder of the state database, or active_learning's work_dir, so campaigns never share one)."})
+        "help": "Register each iteration's model under this name ('' = zoobot-al-<campaign>-<acquisition>, "
+                "<campaign> being the folder of the state database, so campaigns never share one)."})
 
     def __post_init__(self):
         problems = []
@@ -78,6 +86,8 @@ class ALConfig:
             problems.append(f"n_samples must be >= 1, got {self.n_samples}")
         if self.members < 1:
             problems.append(f"members must be >= 1, got {self.members}")
+        if self.labels_map and self.oracle != "zooniverse":
+            problems.append("labels_map applies to volunteers' reduced votes: use it with oracle='zooniverse'")
         if problems:
             raise ValueError("Invalid al_iteration settings: " + "; ".join(problems) + ".")
         acquisition.get_acquisition(self.acquisition)  # says which names exist

@@ -70,6 +70,12 @@ class SimulatedOracle:
     @classmethod
     def from_manifest(cls, manifest) -> SimulatedOracle:
         path = manifest.oracle_path()
+        if path is None and manifest.config.get("pool_catalog"):
+            raise OracleError(
+                f"The pool of the shards in '{manifest.root}' is galaxies nobody has classified (converted with "
+                f"--pool-catalog {manifest.config['pool_catalog']}), so there are no labels to simulate. Run the "
+                "campaign with --oracle zooniverse: each iteration exports the galaxies to classify, and the next "
+                "run's --labels-file brings the volunteers' votes in.")
         if path is None:
             raise OracleError(f"Shards in '{manifest.root}' have no oracle file: they were converted without a pool. "
                               "Convert with labelled_size > 0 to hold galaxies (and their labels) back.")
@@ -218,6 +224,34 @@ def _file_names(ids: list[str], suffixes: list[str]) -> list[str]:
     return names
 
 
+def read_column_map(spec: str) -> dict[str, str]:
+    """{reducer column: schema column} from 'reducer=schema,...' or a YAML/JSON file of that mapping."""
+    import yaml
+
+    if not spec:
+        return {}
+    path = Path(spec)
+    if path.suffix.lower() in (".yaml", ".yml", ".json"):
+        if not path.is_file():
+            raise OracleError(f"Labels map '{path}' does not exist. Give a YAML or JSON file of {{reducer column: "
+                              "schema column}, or the pairs inline: 'reducer=schema,...'.")
+        try:
+            mapping = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as e:
+            raise OracleError(f"Labels map '{path}' is not valid YAML or JSON: {e}") from e
+        if not isinstance(mapping, dict) or not all(isinstance(k, str) and isinstance(v, str)
+                                                    for k, v in mapping.items()):
+            raise OracleError(f"Labels map '{path}' must be a mapping of reducer column names to schema column "
+                              f"names (text: text); found {type(mapping).__name__}: {str(mapping)[:200]}.")
+        return dict(mapping)
+    pairs = [p.strip() for p in spec.split(",") if p.strip()]
+    bad = [p for p in pairs if p.count("=") != 1 or not all(side.strip() for side in p.split("="))]
+    if bad:
+        raise OracleError(f"Labels map pairs must read 'reducer_column=schema_column'; these do not: {bad[:5]}. "
+                          "(Or give a .yaml/.json file.)")
+    return {a.strip(): b.strip() for a, b in (p.split("=") for p in pairs)}
+
+
 def read_reduced_votes(path: str | Path, schema: Schema | str) -> ReducedVotes:
     """Read a CSV of reduced volunteer votes: one row per subject, an id and the schema's count columns.
 
@@ -235,23 +269,52 @@ def read_reduced_votes(path: str | Path, schema: Schema | str) -> ReducedVotes:
     return ReducedVotes(Path(path), good, rejected)
 
 
-def read_vote_table(path: str | Path, schema: Schema) -> pd.DataFrame:
+def read_vote_table(path: str | Path, schema: Schema, columns: dict[str, str] | None = None) -> pd.DataFrame:
     """Every row of a reduced-votes CSV, unjudged: id_str, row (1-based data row) and the label
-    columns as given. `PoolState.ingest_labels` takes it as it is and reports each bad row."""
+    columns as given. `PoolState.ingest_labels` takes it as it is and reports each bad row.
+    `columns` renames the file's columns first ({reducer column: schema column}, `read_column_map`)."""
     path = Path(path)
     candidates = list(dict.fromkeys((ID, HIDDEN_ID, schema.id_column)))
-    frame = _read_csv(path, "Reduced votes", id_columns=tuple(candidates))
+    columns = columns or {}
+    frame = _read_csv(path, "Reduced votes", id_columns=tuple(dict.fromkeys(
+        [*candidates, *(k for k, v in columns.items() if v in candidates)])))
+    if columns:
+        frame = _renamed(frame, columns, schema, candidates, path)
     id_column = next((c for c in candidates if c in frame.columns), None)
     missing = [c for c in schema.label_cols if c not in frame.columns]
     if id_column is None or missing:
         needs = [] if id_column is not None else [f"an id column (one of {candidates})"]
         needs += [f"columns {missing} required by schema '{schema.name}'"] if missing else []
         raise OracleError(f"Reduced votes '{path}' are missing {' and '.join(needs)}; the file has {_columns(frame)}. "
-                          "Rename the reducer's answer columns to the schema's and keep the subjects' '#id_str'.")
+                          "Map the reducer's answer columns to the schema's with --labels-map ('reducer=schema,...' "
+                          "or a YAML file) and keep the subjects' '#id_str'.")
     table = frame[list(schema.label_cols)].copy()
     table.insert(0, "row", np.arange(1, len(frame) + 1))
     table.insert(0, ID, frame[id_column].to_numpy())
     return table
+
+
+def _renamed(frame: pd.DataFrame, columns: dict[str, str], schema: Schema, id_names: list[str],
+             path: Path) -> pd.DataFrame:
+    problems = []
+    absent = [c for c in columns if c not in frame.columns]
+    if absent:
+        problems.append(f"the map names columns the file does not have: {absent[:10]}")
+    allowed = {*schema.label_cols, *id_names}
+    unknown = [v for v in columns.values() if v not in allowed]
+    if unknown:
+        problems.append(f"the map's targets {unknown[:10]} are not columns of schema '{schema.name}' (its answer "
+                        f"columns are {list(schema.label_cols)[:12]}{' ...' if len(schema.label_cols) > 12 else ''}, "
+                        f"the id is one of {id_names})")
+    targets = list(columns.values())
+    twice = sorted({v for v in targets if targets.count(v) > 1})
+    if twice:
+        problems.append(f"several reducer columns map to {twice}")
+    if problems:
+        raise OracleError(f"Cannot apply the labels map to '{path}': " + "; ".join(problems) + f". The file has "
+                          f"{_columns(frame)}.")
+    kept = frame.drop(columns=[c for c in frame.columns if c in set(targets) and c not in columns])
+    return kept.rename(columns=columns)
 
 
 def _read_csv(path: Path, what: str, id_columns: tuple[str, ...]) -> pd.DataFrame:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import click
 
-from zoobot.cli.options import options_from, split_options, user_errors
+from zoobot.cli.options import experiment_option, options_from, split_options, user_errors
 
 
 def al_iteration() -> click.Command:
@@ -15,23 +15,47 @@ def al_iteration() -> click.Command:
     @click.command(name="al_iteration", help="One active-learning iteration: train, predict the pool, acquire, "
                                              "request labels, ingest them. Resumable at every stage.")
     @options_from(ALConfig, ModelConfig)
+    @experiment_option
     @user_errors
     def al_iteration(**options):
-        from zoobot.active.iteration import run_logged_iteration
+        from zoobot.active.iteration import run_logged_iterations
 
         config, model_config = split_options(options, ALConfig, ModelConfig)
-        outcome, state = run_logged_iteration(config, model_config, arm=config.acquisition)
-        with state:
-            ingest = state.stage_info(outcome.iteration, "ingest") if "ingest" in outcome.stages_run else {}
-        status = ("waiting for volunteers' labels: rerun with --labels-file" if outcome.waiting_for_labels
-                  else f"{outcome.n_labelled} galaxies labelled")
-        if ingest.get("n_rejected"):
-            status += (f"; {ingest['n_rejected']} label rows were set aside, each with its reason in "
-                       f"{ingest['rejected_file']} (send corrected rows with the next --labels-file)")
-        click.echo(f"Iteration {outcome.iteration} ({', '.join(outcome.stages_run) or 'nothing left to do'}): "
-                   f"acquired {len(outcome.acquired)}; {status}.")
+        reports = run_logged_iterations(config, model_config, arm=config.acquisition)
+        for report in reports:
+            click.echo(iteration_line(report))
+        click.echo(next_step(reports[-1], config))
 
     return al_iteration
+
+
+def iteration_line(report) -> str:
+    outcome, ingest = report.outcome, report.ingest
+    status = ("waiting for volunteers' labels" if outcome.waiting_for_labels
+              else f"{outcome.n_labelled} galaxies labelled")
+    if ingest:
+        status = f"{ingest.get('n_ingested', 0)} labels ingested; " + status
+    if ingest.get("n_rejected"):
+        status += (f"; {ingest['n_rejected']} label rows were set aside, each with its reason in "
+                   f"{ingest['rejected_file']} (send corrected rows with the next --labels-file)")
+    return (f"Iteration {outcome.iteration} ({', '.join(outcome.stages_run) or 'nothing left to do'}): "
+            f"acquired {len(outcome.acquired)}; {status}.")
+
+
+def next_step(report, config) -> str:
+    """What the user does next, as a command where there is one."""
+    outcome = report.outcome
+    if not outcome.waiting_for_labels:
+        return (f"Next: run the same command again for iteration {outcome.iteration + 1}"
+                + (", or `zoobot report` to compare the runs." if config.oracle == "simulated" else "."))
+    manifest = report.request.get("subject_manifest", "the iteration's subjects/ folder")
+    return (
+        f"Next: upload the {len(outcome.acquired)} galaxies to classify as a Zooniverse subject set:\n"
+        f"    panoptes subject-set upload-subjects SUBJECT_SET_ID {manifest}\n"
+        "Once volunteers have classified them, reduce the classifications to one row per subject (its '#id_str' "
+        "and a vote count per answer) and run this same command with --labels-file REDUCED.csv (and --labels-map "
+        "'reducer_column=schema_column,...' if the reducer names the answers its own way). Galaxies that are not "
+        "in that file stay requested and may come back in a later file.")
 
 
 def active_learning() -> click.Command:
@@ -41,6 +65,7 @@ def active_learning() -> click.Command:
     @click.command(name="active_learning", help="A simulated campaign: several acquisition arms, each for N "
                                                 "iterations, as nested runs; learning curves and label saving.")
     @options_from(CampaignConfig, ModelConfig)
+    @experiment_option
     @user_errors
     def active_learning(**options):
         from zoobot.workflows.campaign import run_campaign

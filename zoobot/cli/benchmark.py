@@ -7,7 +7,7 @@ import time
 
 import click
 
-from zoobot.cli.options import options_from, user_errors
+from zoobot.cli.options import experiment_option, options_from, user_errors
 from zoobot.core import tags as tag_names
 
 
@@ -17,6 +17,7 @@ def build() -> click.Command:
     @click.command(name="benchmark", help="Measure speed, memory and science figures against references run "
                                           "side by side; print a table, write JSON, log everything to MLflow.")
     @options_from(BenchmarkConfig)
+    @experiment_option
     @user_errors
     def benchmark(**options):
         from zoobot import tracking

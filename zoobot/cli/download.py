@@ -9,7 +9,7 @@ import functools
 
 import click
 
-from zoobot.cli.options import options_from, user_errors
+from zoobot.cli.options import experiment_option, options_from, user_errors
 from zoobot.core import tags as tag_names
 
 FAILURES_SHOWN = 10
@@ -45,6 +45,7 @@ def build() -> click.Command:
                                            "check it against its published size/checksum and schema.")
     @click.argument("name", required=False, metavar="[SOURCE]")
     @options_from(DownloadCatalogConfig)
+    @experiment_option
     @user_errors
     @_download_errors
     def catalog(name, **options):
@@ -65,6 +66,7 @@ def build() -> click.Command:
     @download.command(name="images", help="Fetch a cutout of every catalog galaxy with ra/dec from a survey's "
                                           "cutout service and write a catalog with their paths. Resumable.")
     @options_from(DownloadImagesConfig)
+    @experiment_option
     @user_errors
     @_download_errors
     def images(**options):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from zoobot.cli.options import options_from, split_options, user_errors
+from zoobot.cli.options import experiment_option, options_from, split_options, user_errors
 
 
 def train() -> click.Command:
@@ -13,6 +13,7 @@ def train() -> click.Command:
 
     @click.command(name="train", help="Train a Bayesian CNN on shards; resumable, logged, and registered in the MLflow registry.")
     @options_from(TrainConfig, ModelConfig)
+    @experiment_option
     @user_errors
     def train(**options):
         from zoobot.workflows.training import run_training
@@ -27,6 +28,9 @@ def train() -> click.Command:
                    f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
                                                f"{logged['registered_version']}" if logged["registered_version"] else "")
                    + (" (champion)" if logged["champion"] else ""))
+        model = (f"models:/{config.registered_model_name}/{logged['registered_version']}"
+                 if logged["registered_version"] else logged["model_uri"])
+        click.echo(f"Next: zoobot evaluate --model {model} --shards {config.shards}")
 
     return train
 
@@ -38,6 +42,7 @@ def finetune() -> click.Command:
                                          "a new head, the trunk frozen, then its top blocks unfrozen; resumable, "
                                          "logged and registered like train.")
     @options_from(FinetuneConfig)
+    @experiment_option
     @user_errors
     def finetune(**options):
         from zoobot.workflows.finetuning import run_finetune
@@ -64,6 +69,7 @@ def predict() -> click.Command:
 
     @click.command(name="predict", help="MC-dropout predictions for every galaxy of a shard set or an image folder.")
     @options_from(PredictConfig)
+    @experiment_option
     @user_errors
     def predict(**options):
         from zoobot.tracking.references import resolve_model
@@ -92,6 +98,7 @@ def evaluate() -> click.Command:
 
     @click.command(name="evaluate", help="Evaluate a model on a labelled split: errors, coverage, calibration, Bayesian gain.")
     @options_from(EvaluateConfig)
+    @experiment_option
     @user_errors
     def evaluate(**options):
         from zoobot.tracking.references import resolve_model
@@ -106,17 +113,26 @@ def evaluate() -> click.Command:
         from zoobot.model.network import load_bundle
         from zoobot.model.predict import predict_split
 
-        with tracking.step_run("evaluate", config):
+        with tracking.step_run("evaluate", config) as run:
             model, meta = load_bundle(model_path)
             manifest = Manifest.read(tracking.resolve_local(config.shards, "shards"))
             mc, single, counts, images = predict_split(model, meta, manifest, config.split, config.n_samples,
                                                        config.batch_size)
             result = run_evaluate(mc, single, counts, images, truth=known_truth(manifest, mc.id_str))
             tracking.log_evaluation(result, config.split)
-        shown = {k: round(v, 4) for k, v in result.metrics.items() if "_" not in k or k.startswith("coverage_error")}
-        click.echo(f"{config.split}: {shown}")
+            location = tracking.run_artifacts_location()
+        click.echo(f"Evaluated {config.model} on {len(mc.id_str)} '{config.split}' galaxies (run {run.info.run_id}):")
+        for line in result.verdicts:
+            click.echo(f"  {line}")
         for note in result.notes:
             click.echo(f"Note: {note}")
+        plots = [name for name in ("coverage_votes.png", "coverage_fraction.png", "calibration.png",
+                                   "confusion_matrices.png", "roc_curves.png", "posterior_examples.png")
+                 if name != "roc_curves.png" or result.roc]
+        if result.coverage.empty:
+            plots = [p for p in plots if not p.startswith("coverage_")]
+        click.echo(f"Plots ({location}): {', '.join(plots)}; every metric in the run's 'Metrics' tab, the "
+                   "verdict in verdict.md. How to read the coverage and calibration plots: docs/calibration.md.")
 
     return evaluate
 
@@ -127,6 +143,7 @@ def embed() -> click.Command:
     @click.command(name="embed", help="The model's representation of every galaxy (its trunk's features), with a "
                                       "similarity search and a 2-D map.")
     @options_from(EmbedConfig)
+    @experiment_option
     @user_errors
     def embed(**options):
         from zoobot.tracking.references import resolve_model

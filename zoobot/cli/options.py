@@ -47,6 +47,38 @@ def split_options(options: dict, *config_classes):
                  for cls in config_classes)
 
 
+EXPERIMENT_HELP = ("MLflow experiment for this command's runs, created if new (default: $MLFLOW_EXPERIMENT_NAME, "
+                   "else 'Default'). Under `mlflow run`, name it there: mlflow run . -e STEP --experiment-name NAME.")
+
+
+EXPERIMENT_KEY = "tracking_experiment"  # not 'experiment': `report`'s own option names the experiment it reads
+
+
+def experiment_option(command):
+    """`--experiment NAME` for a command that logs runs; `user_errors` puts it into effect."""
+    return click.option("--experiment", EXPERIMENT_KEY, default="", show_default=False, help=EXPERIMENT_HELP)(command)
+
+
+def use_experiment(name: str) -> None:
+    """Make `name` the experiment of every run this process starts (and of the `mlflow.run` child
+    steps it launches). Under `mlflow run`, whose run already exists, it must be that run's."""
+    import mlflow
+
+    wrapper = os.environ.get("MLFLOW_RUN_ID")
+    if wrapper:
+        run = mlflow.tracking.MlflowClient().get_run(wrapper)
+        current = mlflow.tracking.MlflowClient().get_experiment(run.info.experiment_id).name
+        if current != name:
+            raise ValueError(
+                f"--experiment {name} was given, but this step runs under `mlflow run`, which already made its run "
+                f"in experiment '{current}'. Name the experiment to `mlflow run` instead: "
+                f"mlflow run . -e STEP --experiment-name {name} ...")
+        return
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    os.environ["MLFLOW_EXPERIMENT_NAME"] = name
+    mlflow.set_experiment(name)
+
+
 def user_errors(function):
     """Turn a user's mistake into a one-paragraph error instead of a traceback, and a lost tracking
     server into a message that says the local work is safe and how to resume.
@@ -56,10 +88,13 @@ def user_errors(function):
     is kept for a server that really went away after that. (`--help` never gets here.)"""
     @functools.wraps(function)
     def wrapper(*args, **kwargs):
+        experiment = kwargs.pop(EXPERIMENT_KEY, "")
         try:
             from zoobot.tracking.references import check_tracking_server
 
             check_tracking_server()
+            if experiment:
+                use_experiment(experiment)
             return function(*args, **kwargs)
         except (ValueError, FileExistsError) as e:
             if not is_user_error(e):

@@ -228,17 +228,21 @@ def _label(kind: str, width: float) -> str:
 
 
 def coverage_errors(table: pd.DataFrame, widths=(5, 10), deviations=(0.2,)) -> dict[str, float]:
-    """Coverage error at given widths: |observed - expected| / expected, as a fraction.
+    """Coverage error at given widths: |observed - expected| / expected, as a fraction, and signed.
 
     This is the relative miss of the observed coverage against the coverage the model promised:
     0.1 means 10% more or fewer galaxies inside the window than predicted. Walmsley et al. 2020
     quote 10.6% at +-5 votes and 2.9% at +-10 votes for their bar model (0.106 and 0.029 here);
-    it shrinks as windows widen, since both coverages approach 1.
+    it shrinks as windows widen, since both coverages approach 1. The signed error,
+    (observed - expected) / expected, tells the two failures apart: below 0, fewer galaxies fall
+    inside the window than the model promised (its posteriors are too narrow: over-confident);
+    above 0, more do (too wide: under-confident).
 
     Keys: "<question>_coverage_error_w5" per question (averaged over answers if the table holds
     several) and "coverage_error_w5", the plain mean over questions, so a rarely asked question
-    counts as much as the root one. Vote-fraction deviations give "..._coverage_error_f0.2".
-    NaN where the question had no voted galaxies or expected coverage is 0.
+    counts as much as the root one; "..._coverage_signed_error_w5" likewise. Vote-fraction
+    deviations give "..._coverage_error_f0.2". NaN where the question had no voted galaxies or
+    expected coverage is 0.
     """
     missing_columns = [c for c in TABLE_COLUMNS if c not in table.columns]
     if missing_columns:
@@ -257,12 +261,12 @@ def coverage_errors(table: pd.DataFrame, widths=(5, 10), deviations=(0.2,)) -> d
                                  f"{'windows' if kind == 'votes' else 'deviations'}.")
             expected = at["expected"].to_numpy(dtype=float)
             with np.errstate(invalid="ignore", divide="ignore"):
-                relative = np.where(expected > 0, np.abs(at["observed"].to_numpy(dtype=float) - expected) / expected,
-                                    np.nan)
-            per_question = pd.Series(relative, index=at["question"].to_numpy()).groupby(level=0, sort=False).mean()
+                signed = np.where(expected > 0, (at["observed"].to_numpy(dtype=float) - expected) / expected, np.nan)
             label = _label(kind, float(value))
-            for question, error in per_question.items():
-                errors[f"{question}_coverage_error_{label}"] = float(error)
-            defined = per_question.dropna()
-            errors[f"coverage_error_{label}"] = float(defined.mean()) if len(defined) else float("nan")
+            for name, relative in (("coverage_error", np.abs(signed)), ("coverage_signed_error", signed)):
+                per_question = pd.Series(relative, index=at["question"].to_numpy()).groupby(level=0, sort=False).mean()
+                for question, error in per_question.items():
+                    errors[f"{question}_{name}_{label}"] = float(error)
+                defined = per_question.dropna()
+                errors[f"{name}_{label}"] = float(defined.mean()) if len(defined) else float("nan")
     return errors

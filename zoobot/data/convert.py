@@ -56,6 +56,12 @@ class ConvertConfig:
     labelled_size: int = field(default=0, metadata={
         "help": "For active learning: keep this many train galaxies labelled and put the rest in an unlabelled "
                 "'pool' split, their labels in the oracle file. 0: every train galaxy is labelled."})
+    pool_catalog: str = field(default="", metadata={
+        "help": "For a campaign with real volunteers: a catalog of galaxies nobody has classified yet (an id and an "
+                "image per row, vote columns absent or empty; same --id-column and --image-column, relative image "
+                "paths from its own folder unless --image-root). They become the unlabelled 'pool' split, with no "
+                "oracle file: their labels come only from volunteers (al_iteration --oracle zooniverse). Rows that "
+                "have votes, or whose id is in --catalog, are set aside in rejected.csv."})
     labels: bool = field(default=True, metadata={
         "help": "false: the catalog has no votes (a set to predict on); writes one unlabelled split 'all'."})
     seed: int = field(default=42, metadata={"help": "Seed of the split assignment."})
@@ -78,6 +84,13 @@ class ConvertConfig:
                 "[0, 1) and leave some galaxies for training (sum < 1)")
         if self.labelled_size < 0:
             problems.append(f"labelled_size must be >= 0, got {self.labelled_size}")
+        if self.pool_catalog and self.labelled_size:
+            problems.append(
+                f"pool_catalog and labelled_size={self.labelled_size} both make a pool: labelled_size holds labelled "
+                "galaxies back for a simulated campaign, pool_catalog gives unclassified galaxies for a real one; "
+                "use one (labelled_size=0 with pool_catalog)")
+        if self.pool_catalog and not self.labels:
+            problems.append("pool_catalog needs a labelled catalog (labels=true): the campaign starts from its labels")
         if self.workers < 0:
             problems.append(f"workers must be >= 0 (0 = one per core), got {self.workers}")
         if problems:
@@ -166,17 +179,22 @@ def convert(config: ConvertConfig, progress: bool = False) -> ConvertResult:
     owned = staging.owned_files(output_dir, MANIFEST_NAME, _conversion_files)
     staging.check_output_folder(output_dir, MANIFEST_NAME, owned, config.overwrite, "convert")  # before the slow part
     catalog, galaxies = _load(config)
+    pool = _load_pool(config, catalog) if config.pool_catalog else None
+    if pool is not None:
+        galaxies = pd.concat([galaxies, pool.galaxies], ignore_index=True)
     with staging.staged_output(output_dir, MANIFEST_NAME, owned, config.overwrite, "convert",
                                planned=_planned_files(galaxies, config)) as folder:
         written = _write_shards(folder, galaxies, catalog, config, progress)
-        rejected, oracle = _write_tables(folder, galaxies, catalog, written.failed, config)
+        rejected, oracle = _write_tables(folder, galaxies, catalog, written.failed, config,
+                                         pool.rejected if pool is not None else None)
         Manifest(
             schema=catalog.schema.to_dict(),
             image_shape=(config.image_size, config.image_size, config.channels),
             image_encoding=config.image_encoding,
             splits={s: Split.of_files(s, written.labelled[s], files) for s, files in written.files.items()},
             catalog={"path": str(catalog.path.resolve()), "sha256": catalog.sha256,
-                     "rows": len(catalog.galaxies) + len(catalog.rejected), "rejected": len(rejected)},
+                     "rows": len(catalog.galaxies) + len(catalog.rejected), "rejected": len(rejected),
+                     **({"pool": pool.summary} if pool is not None else {})},
             config=asdict(config),
             oracle=oracle,
         ).write(folder)
@@ -200,6 +218,56 @@ def _load(config: ConvertConfig) -> tuple[Catalog, pd.DataFrame]:
     galaxies["split"] = assign_splits(len(galaxies), config)
     galaxies = galaxies.iloc[np.argsort([SPLIT_ORDER.index(s) for s in galaxies["split"]], kind="stable")]
     return catalog, galaxies.reset_index(drop=True)
+
+
+@dataclass(frozen=True)
+class _Pool:
+    galaxies: pd.DataFrame  # good rows, split 'pool', label columns 0 (never written: the pool is unlabelled)
+    rejected: pd.DataFrame  # row (of the pool catalog), id_str, reason (beginning "pool catalog")
+    summary: dict  # path, sha256, rows, rejected: for the manifest
+
+
+POOL_REASON = "pool catalog"  # how rejected.csv tells the pool catalog's rows from the labelled catalog's
+
+
+def _load_pool(config: ConvertConfig, catalog: Catalog) -> _Pool:
+    """The unclassified galaxies of `config.pool_catalog`, checked: a row with votes, or with an id the
+    labelled catalog also has, is set aside (a pool galaxy gets labels only from volunteers)."""
+    pool = load_catalog(
+        config.pool_catalog, catalog.schema, id_column=config.id_column or None, image_column=config.image_column,
+        image_root=config.image_root or None, require_labels=False)
+    galaxies = pool.galaxies.copy()
+    reasons = [[] for _ in range(len(galaxies))]
+    binary = [q.binary_column for q in catalog.schema.questions if q.binary_column]
+    counts = [c for q in catalog.schema.questions if not q.binary_column for c in q.columns]
+    has_label = pd.DataFrame(  # a vote count other than 0, or any 0/1 answer
+        {**{c: pd.to_numeric(galaxies[c], errors="coerce").fillna(0) != 0 for c in counts if c in galaxies.columns},
+         **{c: galaxies[c].notna() & (galaxies[c].astype(str).str.strip() != "") for c in binary
+            if c in galaxies.columns}}, index=galaxies.index)
+    for i in np.flatnonzero(has_label.any(axis=1).to_numpy()) if len(has_label.columns) else []:
+        given = [c for c in has_label.columns if has_label.iloc[i][c]]
+        reasons[i].append(f"has votes ({', '.join(given[:3])}{' ...' if len(given) > 3 else ''}); a pool galaxy is "
+                          "one nobody has classified: move classified galaxies to --catalog")
+    labelled_rows = dict(zip(catalog.galaxies[ID], catalog.galaxies[ROW]))
+    for i, galaxy_id in enumerate(galaxies[ID]):
+        if galaxy_id in labelled_rows:
+            reasons[i].append(f"id also in the labelled catalog (row {labelled_rows[galaxy_id]}); a galaxy is either "
+                              "labelled or in the pool")
+    bad = np.array([bool(r) for r in reasons], dtype=bool)
+    set_aside = rejected_rows(galaxies.loc[bad, ROW].to_numpy(), galaxies.loc[bad, ID].to_numpy(),
+                              ["; ".join(r) for r, b in zip(reasons, bad) if b])
+    rejected = pd.concat([pool.rejected, set_aside], ignore_index=True).sort_values("row", kind="stable")
+    rejected["reason"] = f"{POOL_REASON} '{pool.path.name}': " + rejected["reason"].astype(str)
+    good = galaxies[~bad].drop(columns=[c for c in catalog.schema.label_cols if c in galaxies.columns])
+    good = good.assign(split="pool", **{c: 0 for c in catalog.schema.label_cols})
+    if good.empty:
+        raise ValueError(
+            f"No usable galaxies in the pool catalog '{config.pool_catalog}': all {len(rejected)} rows were set aside. "
+            f"First reasons: {rejected['reason'].head(5).tolist()}")
+    summary = {"path": str(pool.path.resolve()), "sha256": pool.sha256, "rows": len(pool.galaxies) + len(pool.rejected),
+               "rejected": len(rejected)}
+    return _Pool(good.reset_index(drop=True), rejected_rows(*(rejected[c] for c in ("row", "id_str", "reason"))),
+                 summary)
 
 
 @dataclass
@@ -234,16 +302,19 @@ def _write_shards(folder: Path, galaxies: pd.DataFrame, catalog: Catalog, config
 
 
 def _write_tables(folder: Path, galaxies: pd.DataFrame, catalog: Catalog, failed: list[tuple[int, str]],
-                  config: ConvertConfig) -> tuple[pd.DataFrame, str | None]:
-    """rejected.csv (catalog rows and unreadable images), galaxies.csv, and the pool's oracle.csv."""
+                  config: ConvertConfig, pool_rejected: pd.DataFrame | None = None) -> tuple[pd.DataFrame, str | None]:
+    """rejected.csv (catalog rows and unreadable images), galaxies.csv, and the pool's oracle.csv
+    (a pool held back from the labelled catalog; a pool catalog's galaxies have no labels to hold)."""
+    in_pool_catalog = [bool(config.pool_catalog) and galaxies.at[i, "split"] == "pool" for i, _ in failed]
     bad_images = rejected_rows([galaxies.at[i, ROW] for i, _ in failed], [galaxies.at[i, ID] for i, _ in failed],
-                               [f"unreadable image: {error}" for _, error in failed])
-    rejected = rejected_rows(*(pd.concat([catalog.rejected, bad_images], ignore_index=True)[c]
-                               for c in ("row", "id_str", "reason")))
+                               [(f"{POOL_REASON} '{Path(config.pool_catalog).name}': " if pooled else "")
+                                + f"unreadable image: {error}" for (_, error), pooled in zip(failed, in_pool_catalog)])
+    tables = [catalog.rejected, bad_images] + ([pool_rejected] if pool_rejected is not None else [])
+    rejected = rejected_rows(*(pd.concat(tables, ignore_index=True)[c] for c in ("row", "id_str", "reason")))
     rejected.to_csv(folder / "rejected.csv", index=False)
     written = galaxies.drop(index=[i for i, _ in failed])
     _write_index(written, folder / "galaxies.csv")
-    if not (config.labels and (written["split"] == "pool").any()):
+    if config.pool_catalog or not (config.labels and (written["split"] == "pool").any()):
         return rejected, None
     pool = written[written["split"] == "pool"]
     pool[[ID, *catalog.schema.label_cols]].to_csv(folder / "oracle.csv", index=False)

@@ -13,6 +13,7 @@ import pandas as pd
 
 from zoobot.core import coverage, metrics
 from zoobot.core.predictions import Predictions
+from zoobot.core.verdicts import verdicts
 
 
 @dataclass(frozen=True)
@@ -40,6 +41,7 @@ class EvaluationResult:
     images: np.ndarray  # the first few galaxies, for the examples figure
     roc: dict[str, dict] = field(default_factory=dict)  # single-label questions: {"fpr", "tpr", "auc"}
     notes: tuple[str, ...] = ()  # what was not reported and why, for the user
+    verdicts: tuple[str, ...] = ()  # a sentence per question and one overall, for people (zoobot.core.verdicts)
 
 
 def evaluate(predictions: Predictions, deterministic: Predictions, counts: np.ndarray,
@@ -62,7 +64,8 @@ def evaluate(predictions: Predictions, deterministic: Predictions, counts: np.nd
     if truth is not None:
         scores.update(metrics.truth_metrics(predictions, truth, counts))
     scores["n_galaxies"] = float(len(predictions.id_str))
-    return EvaluationResult(scores, table, confusion, predictions, deterministic, counts, images, roc, notes)
+    said = tuple(verdicts(scores, predictions.questions, singles))
+    return EvaluationResult(scores, table, confusion, predictions, deterministic, counts, images, roc, notes, said)
 
 
 def known_truth(manifest, ids) -> np.ndarray | None:

@@ -32,7 +32,8 @@ from zoobot.core.schema import Schema
 from zoobot.data.manifest import Manifest
 from zoobot.model.checkpoint import Checkpoint, CheckpointCallback
 from zoobot.model.losses import OUTPUTS, resolve_question
-from zoobot.model.network import FEATURES_LAYER, ModelConfig, add_head
+from zoobot.model.network import FEATURES_LAYER, ModelConfig, add_head, safe_name
+from zoobot.model.sampling import all_layers
 from zoobot.model.precision import model_precision
 from zoobot.model.train import (DataForEpoch, TrainConfig, TrainResult, compile_model, finish, fit_epochs,
                                 is_chief, model_image_shape,
@@ -103,7 +104,7 @@ class FinetuneConfig(TrainConfig):
 
 
 def architecture_of(model: keras.Model) -> str:
-    return "efficientnetb0" if any(layer.name.startswith("efficientnet") for layer in _leaves(model, True)) else "vgg"
+    return "efficientnetb0" if any(layer.name.startswith("efficientnet") for layer in all_layers(model)) else "vgg"
 
 
 def finetune_model(base: keras.Model, schema: Schema, config: FinetuneConfig) -> keras.Model:
@@ -118,7 +119,7 @@ def finetune_model(base: keras.Model, schema: Schema, config: FinetuneConfig) ->
     n_outputs = schema.n_answers if config.output == "dirichlet" else 1
     outputs = add_head(features, config.output, n_outputs, config.dropout_rate)
     name = f"zoobot_{architecture_of(base)}_{config.output}" + (f"_{question}" if question else "") + "_finetuned"
-    return keras.Model(base.input, outputs, name="".join(c if c.isalnum() or c in "_-" else "_" for c in name))
+    return keras.Model(base.input, outputs, name=safe_name(name))
 
 
 def check_base_fits(base: keras.Model, manifest: Manifest, config: TrainConfig) -> None:
@@ -184,27 +185,22 @@ def set_phase(model: keras.Model, blocks_unfrozen: int, decay: float) -> dict[st
     return multipliers
 
 
-def _leaves(model: keras.Model, include_models: bool = False):
-    for layer in model.layers:
-        if isinstance(layer, keras.Model):
-            if include_models:
-                yield layer
-            yield from _leaves(layer, include_models)
-        else:
-            yield layer
+def _leaves(model: keras.Model):
+    return (layer for layer in all_layers(model) if not isinstance(layer, keras.Model))
 
 
 # -- training ----------------------------------------------------------------------------------------
 
 
-def finetune(config: FinetuneConfig, base_path: Path, manifest: Manifest, checkpoint: Checkpoint,
+def finetune(config: FinetuneConfig, base: Path | keras.Model, manifest: Manifest, checkpoint: Checkpoint,
              strategy: tf.distribute.Strategy | None = None,
              callbacks: list[keras.callbacks.Callback] = (), data: DataForEpoch | None = None,
              initial_weights: Path | None = None) -> TrainResult:
     """Phase 1 then phase 2 on the shards' 'train' split, validating on 'validation' (or on
     `data(epoch)`, as `train`); from the checkpoint's epoch, in the phase that epoch belongs to.
     `initial_weights` (of an earlier finetune of the same base and head: an active-learning
-    campaign's previous iteration) replace the base's trunk and the new head's random start."""
+    campaign's previous iteration) replace the base's trunk and the new head's random start.
+    `base`: the base model's file, or the model itself loaded under `strategy.scope()`."""
     from zoobot.model.network import load_keras_model
 
     strategy = strategy or tf.distribute.get_strategy()
@@ -220,7 +216,8 @@ def finetune(config: FinetuneConfig, base_path: Path, manifest: Manifest, checkp
     no_stop_before = max(config.min_epochs, phases[0][1] + 1 if len(phases) > 1 else 0)
 
     with strategy.scope():
-        base = load_keras_model(base_path)
+        if not isinstance(base, keras.Model):
+            base = load_keras_model(base)
         check_base_fits(base, manifest, config)
         model = finetune_model(base, schema, config)
         head = config.head_config(architecture_of(base), model_precision(base))

@@ -189,7 +189,7 @@ def build_model(config: ModelConfig, schema: Schema, image_shape: tuple[int, int
 
     outputs = add_head(features, config.output, n_outputs, config.dropout_rate)
     name = f"zoobot_{config.architecture}_{config.output}" + (f"_{question}" if question else "")
-    return keras.Model(images, outputs, name=_safe_name(name))
+    return keras.Model(images, outputs, name=safe_name(name))
 
 
 def add_head(features, output: str, n_outputs: int, dropout_rate: float):
@@ -312,7 +312,7 @@ def _check_image_shape(image_shape, config: ModelConfig) -> tuple[int, int, int]
     return height, width, channels
 
 
-def _safe_name(name: str) -> str:
+def safe_name(name: str) -> str:
     return "".join(c if c.isalnum() or c in "_-" else "_" for c in name)
 
 

@@ -32,7 +32,7 @@ def split_trunk_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
             "zoobot.model.network.build_model (dropout_rate > 0), or use mc_predict_naive.")
     cut = stochastic[0].input
     trunk = keras.Model(model.input, cut, name=f"{model.name}_trunk")
-    nested = [layer.name for layer in _all_layers(trunk)
+    nested = [layer.name for layer in all_layers(trunk)
               if isinstance(layer, MCDropout) and layer not in model.layers]
     if nested:
         raise ValueError(
@@ -42,11 +42,12 @@ def split_trunk_head(model: keras.Model) -> tuple[keras.Model, keras.Model]:
     return trunk, head
 
 
-def _all_layers(model: keras.Model):
+def all_layers(model: keras.Model):
+    """Every layer of the model, nested models too (each before its own layers), depth first."""
     for layer in model.layers:
         yield layer
         if isinstance(layer, keras.Model):
-            yield from _all_layers(layer)
+            yield from all_layers(layer)
 
 
 def reseed(model: keras.Model, seed: int) -> None:
@@ -56,7 +57,7 @@ def reseed(model: keras.Model, seed: int) -> None:
     prediction is a function of (weights, data, seed) alone: repeating it after a crash gives the
     same numbers the uninterrupted run got.
     """
-    for index, layer in enumerate(_all_layers(model)):
+    for index, layer in enumerate(all_layers(model)):
         generator = getattr(layer, "seed_generator", None)
         if generator is not None:
             generator.state.assign(np.array([seed, index], dtype=generator.state.dtype))

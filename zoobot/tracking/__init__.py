@@ -24,7 +24,7 @@ from zoobot.core.tags import OUTPUT_DIGEST as TAG_OUTPUT_DIGEST
 from zoobot.core.tags import SCHEMA as TAG_SCHEMA
 from zoobot.core.tags import STEP as TAG_STEP
 from zoobot.tracking.artifacts import (KERAS_FILE, MODEL_ARTIFACT, URI_SCHEMES, file_digest, is_uri, local_model_path,
-                                       resolve_local, resolve_local_file)
+                                       resolve_local, resolve_local_file, run_artifacts_location)
 from zoobot.tracking.callbacks import backfill_history, metrics_logger
 # Registered models pickle their python_model by name: the flat package's as zoobot.tracking.ZoobotPyfunc.
 from zoobot.tracking.pyfunc import ZoobotPyfunc
@@ -44,7 +44,7 @@ __all__ = [
     "step_run", "unfinished_runs",
     # artifacts
     "KERAS_FILE", "MODEL_ARTIFACT", "URI_SCHEMES", "file_digest", "is_uri", "local_model_path", "resolve_local",
-    "resolve_local_file",
+    "resolve_local_file", "run_artifacts_location",
     # step_logs
     "log_benchmark", "log_conversion", "log_download", "log_embedding", "log_evaluation", "log_iteration",
     "log_learning_curves", "log_prediction", "log_simulation", "log_training",

@@ -23,6 +23,18 @@ KERAS_FILE = "model.keras"  # zoobot.model.network.BUNDLE_KERAS
 DIGESTED_FILES = ("manifest.json", "catalog.csv")  # what a step's output_digest tag is the sha256 of
 
 
+def run_artifacts_location() -> str:
+    """Where the active run's artifacts are, for people: a local folder when the store keeps them on
+    this machine (the default SQLite + ./mlruns), else the artifact URI (a server's)."""
+    from urllib.parse import unquote, urlparse
+
+    uri = mlflow.get_artifact_uri()
+    parsed = urlparse(uri)
+    if parsed.scheme in ("", "file"):
+        return unquote(parsed.path) if parsed.scheme else uri
+    return uri
+
+
 def is_uri(value: str) -> bool:
     return str(value).startswith(URI_SCHEMES)
 

@@ -142,7 +142,8 @@ def log_training(result, manifest, train_config, model_config, n_replicas: int =
     """Summary metrics, training curves, the model (pyfunc with MC sampling), and its registration
     (with `description` and `version_tags` on the registered version)."""
     mlflow.log_metrics({"best_val_loss": result.best_val_loss, "best_epoch": result.best_epoch,
-                        "epochs_run": result.epochs_run, "n_replicas": n_replicas})
+                        "epochs_run": result.epochs_run, "n_replicas": n_replicas,
+                        "n_train": manifest.counts.get("train", 0), "n_validation": manifest.counts.get("validation", 0)})
     mlflow.set_tags({tag_names.STOPPED_EARLY: str(result.stopped_early).lower(),
                      tag_names.SCHEMA: manifest.schema["name"], tag_names.ARCHITECTURE: model_config.architecture,
                      tag_names.OUTPUT: model_config.output})
@@ -171,6 +172,10 @@ def log_evaluation(result, split: str, question_for_examples: str | None = None)
     if result.notes:
         mlflow.set_tag("zoobot.evaluation_notes", " ".join(result.notes)[:5000])
         mlflow.log_text("\n".join(result.notes) + "\n", "evaluation_notes.txt")
+    if result.verdicts:  # the run's description in the UI, and a file beside the plots
+        text = "\n".join(f"- {line}" for line in result.verdicts) + "\n"
+        mlflow.log_text(text, "verdict.md")
+        mlflow.set_tag(tag_names.NOTE, f"**Evaluation on '{split}'**\n\n{text}")
     n = len(result.images)
     if n:
         question = question_for_examples or result.predictions.questions[0]

@@ -33,7 +33,8 @@ def run_finetune(config: FinetuneConfig, say: Callable[[str], None] = print) -> 
     strategy = training.make_strategy(config)
     shards = tracking.resolve_local(config.shards, "shards")
     manifest = Manifest.read(shards)
-    base, base_meta = load_bundle(base_path)
+    with strategy.scope():  # loaded once, where finetune builds on it
+        base, base_meta = load_bundle(base_path)
     head = config.head_config(architecture_of(base), model_precision(base))
     data_key = tracking.file_digest(shards / "manifest.json") + tracking.file_digest(base_path)
     key = checkpoint_key(data_key, config, head)
@@ -42,7 +43,7 @@ def run_finetune(config: FinetuneConfig, say: Callable[[str], None] = print) -> 
     if checkpoint.state["finished"]:
         checkpoint.reset() if chief else checkpoint.forget()
     if not chief:
-        finetune(config, base_path, manifest, checkpoint, strategy)
+        finetune(config, base, manifest, checkpoint, strategy)
         return TrainingOutcome(None, {}, checkpoint.folder, None)
 
     resume = checkpoint.meta.get("run_id") if checkpoint.epoch else None
@@ -56,7 +57,7 @@ def run_finetune(config: FinetuneConfig, say: Callable[[str], None] = print) -> 
         if resume:
             say(f"Resuming run {resume} from epoch {checkpoint.epoch} ({checkpoint.folder})")
             tracking.backfill_history(checkpoint.state["history"])
-        result = finetune(config, base_path, manifest, checkpoint, strategy, callbacks=[tracking.metrics_logger()])
+        result = finetune(config, base, manifest, checkpoint, strategy, callbacks=[tracking.metrics_logger()])
         question = f", question '{config.question}'" if config.question else ""
         description = (
             f"Finetuned from {base_text} (trained on the '{base_schema}' schema) on the '{manifest.schema['name']}' "

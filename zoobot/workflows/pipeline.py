@@ -32,17 +32,24 @@ STEPS = ("simulate", "convert", "train", "evaluate", "active_learning")
 class PipelineConfig:
     steps: str = field(default="all", metadata={
         "help": "Comma-separated steps to run, in pipeline order: simulate, convert, train, evaluate, "
-                "active_learning (or 'all'). A step left out but needed by a later one is reused from an "
-                "earlier finished run."})
+                "active_learning (or 'all': every step on a simulated survey; convert, train, evaluate on your "
+                "catalog). A step left out but needed by a later one is reused from an earlier finished run."})
     catalog: str = field(default="", metadata={
-        "help": "Your own catalog (CSV, Parquet, FITS) of vote counts and image paths; '' simulates a survey."})
+        "help": "Your own catalog (CSV, Parquet, FITS) of vote counts and image paths: the model trains on every "
+                "labelled galaxy of it (a replayed campaign only if steps names active_learning); '' simulates "
+                "a survey."})
     schema: str = field(default="decals", metadata={"help": "Decision tree of the catalog: decals, gz2 or a file."})
+    id_column: str = field(default="", metadata={
+        "help": "Id column of your catalog (default: the schema's, e.g. iauname for decals, dr7objid for gz2)."})
     image_column: str = field(default="file_loc", metadata={"help": "Catalog column with each galaxy's image path."})
+    image_root: str = field(default="", metadata={
+        "help": "Folder that relative image paths of your catalog start from (default: the catalog's folder)."})
+    channels: int = field(default=3, metadata={"help": "3 for colour, 1 for greyscale (converted images)."})
     n_galaxies: int = field(default=3000, metadata={"help": "Galaxies in the simulated survey."})
     image_size: int = field(default=64, metadata={"help": "Image size in pixels, simulated and converted."})
     labelled_size: int = field(default=100, metadata={
-        "help": "Galaxies labelled at the start of the active-learning campaign; the rest of its training galaxies "
-                "form the pool (the train step uses every labelled galaxy). 0: no campaign."})
+        "help": "Galaxies labelled at the start of the replayed active-learning campaign; the rest of its training "
+                "galaxies form the pool (the train step uses every labelled galaxy). 0: no campaign."})
     epochs: int = field(default=20, metadata={"help": "Epochs of the train step."})
     base_model: str = field(default="", metadata={
         "help": "Start from a trained model (models:/NAME@ALIAS, runs:/<id> or a path): the train step finetunes it "
@@ -87,8 +94,16 @@ class PipelineConfig:
     @property
     def step_list(self) -> list[str]:
         if self.steps.strip() == "all":
-            return [s for s in STEPS if not (s == "simulate" and self.catalog)]
+            return self.all_steps
         return [s.strip() for s in self.steps.split(",") if s.strip()]
+
+    @property
+    def all_steps(self) -> list[str]:
+        """'all': the demo on a simulated survey; on a user's catalog, its model (a campaign replayed on
+        galaxies the user has labelled already is an experiment to ask for, not a default)."""
+        if self.catalog:
+            return ["convert", "train", "evaluate"]
+        return list(STEPS)
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,9 @@ def convert_step(config: PipelineConfig, catalog_uri: str, campaign: bool = Fals
         "catalog": catalog_uri,
         "schema": config.schema,
         "image_column": config.image_column,
+        **({"id_column": config.id_column} if config.id_column else {}),  # MLflow keeps no empty parameter
+        **({"image_root": config.image_root} if config.image_root else {}),
+        "channels": config.channels,
         "output_dir": str(Path(config.work_dir) / ("campaign_shards" if campaign else "shards")),
         "image_size": config.image_size,
         "labelled_size": config.labelled_size if campaign else 0,
@@ -214,7 +232,8 @@ def run_pipeline(config: PipelineConfig, run_step: Callable[[Step], object]) -> 
         train_run = runs["train"]
         model_uri = train_run.data.tags.get(tag_names.MODEL_URI) or f"runs:/{train_run.info.run_id}/model"
         runs["evaluate"] = run_step(evaluate_step(config, model_uri, shards_uri))
-    if "active_learning" in wanted or ("convert" in chosen and config.labelled_size > 0):
+    campaign_planned = "active_learning" in config.all_steps and config.labelled_size > 0
+    if "active_learning" in wanted or ("convert" in chosen and campaign_planned):
         runs["convert_campaign"] = run_step(convert_step(config, catalog_uri, campaign=True))
     if "active_learning" in wanted:
         campaign_uri = f"runs:/{runs['convert_campaign'].info.run_id}/shards"

@@ -177,7 +177,8 @@ def manifest_galaxies(manifest: Manifest, labelled: pd.DataFrame) -> pd.DataFram
         found = int((index["split"] == split).sum())
         if split == "pool" and found == 0:
             raise PoolError(f"Shards in '{manifest.root}' have no 'pool' split, so there is nothing to acquire. "
-                            "Convert with labelled_size > 0 to hold galaxies back as the pool.")
+                            "Convert with --pool-catalog (galaxies nobody has classified yet, for volunteers) or "
+                            "with labelled_size > 0 (labelled galaxies held back, for a simulated campaign).")
         if found != expected:
             raise PoolError(f"'{index_path}' lists {found} '{split}' galaxies but the manifest says {expected}; "
                             "the folder was changed after conversion. Re-run `convert`.")
