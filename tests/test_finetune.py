@@ -196,7 +196,8 @@ def test_your_own_question_finetuned_from_a_registered_model_killed_resumed_and_
     assert run.data.tags["base_model"] == f"models:/survey-base@champion = survey-base version 1 (run {base.run_id})"
     version = client.get_model_version("bars", "1")
     assert version.tags["base_model"] == run.data.tags["base_model"]
-    assert version.description.startswith("Finetuned from models:/survey-base@champion = survey-base version 1")
+    assert "**Base model.** Finetuned from models:/survey-base@champion = survey-base version 1" in version.description
+    assert version.description.startswith("**Model.** `vgg` CNN with MC dropout")  # the model card
     assert "'bars' schema" in version.description
 
     # the finetuned pyfunc still samples: MC dropout survived logging and reloading

@@ -94,6 +94,7 @@ def test_the_served_class_is_pickled_under_its_public_name():
 
 
 LOG_A_MODEL = """
+import inspect
 import sys
 from types import SimpleNamespace
 import mlflow
@@ -107,8 +108,12 @@ model = build_model(config, schema, (16, 16, 3))
 mlflow.set_experiment("layout")
 with mlflow.start_run():
     print("logging", file=sys.stderr)
-    tracking.log_model(model, SimpleNamespace(schema=schema.to_dict()),
-                       SimpleNamespace(registered_model_name=sys.argv[1], champion_alias="champion"), config, 1.0)
+    manifest = SimpleNamespace(schema=schema.to_dict(), schema_obj=schema, image_shape=(16, 16, 3),
+                               counts={"train": 8}, catalog={"path": "catalog.csv"}, root="shards")
+    # an older package (test_a_model_registered_at_the_move...) has no model card and no `training`
+    card = {"training": "a test"} if "training" in inspect.signature(tracking.log_model).parameters else {}
+    tracking.log_model(model, manifest, SimpleNamespace(registered_model_name=sys.argv[1], champion_alias="champion"),
+                       config, 1.0, **card)
 """
 
 

@@ -101,3 +101,12 @@ def test_two_weeks_with_volunteers_from_a_labelled_and_an_unclassified_catalog(t
     runs = client.search_runs([experiment.experiment_id], filter_string="tags.step = 'al_iteration'")
     assert sorted(r.data.tags["iteration"] for r in runs) == ["1", "2"]
     assert all(r.info.status == "FINISHED" for r in runs)
+    # each iteration's run names the labelled set it learned from and the pool it scored (dataset inputs)
+    datasets = {}
+    for run in runs:
+        inputs = client.get_run(run.info.run_id).inputs.dataset_inputs
+        datasets[run.data.tags["iteration"]] = {t.value: i.dataset.digest for i in inputs for t in i.tags
+                                                if t.key == "mlflow.data.context"}
+    assert {"training", "pool", "validation", "evaluation"} <= set(datasets["1"]) == set(datasets["2"])
+    assert datasets["1"]["training"] != datasets["2"]["training"]  # four more galaxies labelled
+    assert datasets["1"]["evaluation"] == datasets["2"]["evaluation"]  # the fixed test split

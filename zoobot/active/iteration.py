@@ -282,8 +282,11 @@ def run_logged_iteration(config: ALConfig, model_config: ModelConfig, arm: str, 
             tag_names.PRECISION: config_precision(model_config)}
 
     def register(i, info, result):
+        training = (f"Campaign '{Path(config.state).parent.name}', arm {arm}, iteration {i}: {info['n_labelled']:,} "
+                    f"labelled galaxies, up to {config.epochs} epochs"
+                    + (f", from {config.initial_model}" if config.initial_model else ""))
         return tracking.register_iteration_model(result.model, manifest, model_config,
-                                                 config.registered_model_name, info["best_val_loss"])
+                                                 config.registered_model_name, info["best_val_loss"], training)
 
     params = {**{k: v for k, v in vars(config).items()}, **vars(model_config)}
     try:

@@ -119,8 +119,10 @@ def evaluate() -> click.Command:
             mc, single, counts, images = predict_split(model, meta, manifest, config.split, config.n_samples,
                                                        config.batch_size)
             result = run_evaluate(mc, single, counts, images, truth=known_truth(manifest, mc.id_str))
+            tracking.log_splits(manifest, {config.split: "evaluation"})
             tracking.log_evaluation(result, config.split)
             location = tracking.run_artifacts_location()
+            cards = tracking.add_evaluation(config.model, result.metrics, config.split, len(mc.id_str))
         click.echo(f"Evaluated {config.model} on {len(mc.id_str)} '{config.split}' galaxies (run {run.info.run_id}):")
         for line in result.verdicts:
             click.echo(f"  {line}")
@@ -133,6 +135,8 @@ def evaluate() -> click.Command:
             plots = [p for p in plots if not p.startswith("coverage_")]
         click.echo(f"Plots ({location}): {', '.join(plots)}; every metric in the run's 'Metrics' tab, the "
                    "verdict in verdict.md. How to read the coverage and calibration plots: docs/calibration.md.")
+        if cards:
+            click.echo(f"Model card updated: {', '.join(cards)} (its page in the registry).")
 
     return evaluate
 

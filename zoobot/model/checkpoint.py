@@ -27,7 +27,7 @@ from zoobot.model.network import ModelConfig
 def checkpoint_key(manifest_digest: str, train, model: ModelConfig) -> str:
     """Identifies one training job (`train`: its TrainConfig): same shards and settings -> same key -> resume."""
     settings = {k: v for k, v in asdict(train).items()
-                if k not in ("checkpoint_dir", "registered_model_name", "champion_alias", "shards")}
+                if k not in ("checkpoint_dir", "registered_model_name", "champion_alias", "shards", "system_metrics")}
     payload = json.dumps({"data": manifest_digest, "train": settings, "model": asdict(model)}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:16]
 

@@ -67,6 +67,9 @@ class TrainConfig:
         "help": "Register the trained model under this name in the MLflow registry ('' = do not register)."})
     champion_alias: str = field(default="champion", metadata={
         "help": "Alias the new version takes when its validation loss beats the current holder's ('' = none)."})
+    system_metrics: bool = field(default=True, metadata={
+        "help": "Log the machine's CPU, memory, disk and network use (and GPU, with pynvml) during training as "
+                "system/* metrics, by MLflow's system-metrics monitor every 10 s; false: off."})
 
     def __post_init__(self):
         problems = []

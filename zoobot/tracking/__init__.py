@@ -2,6 +2,8 @@
 
     runs            opening, naming, resuming and completing runs; code_version and git tags
     artifacts       artifact URIs (runs:/, models:/, ...) back to local paths
+    lineage         the splits, labelled sets and pools a run read, as MLflow dataset inputs
+    model_card      the Markdown card and tags of every registered version; evaluate's section of it
     step_logs       what each step records on its run: log_simulation, log_training, ...
     registry        logging the model, registering it, crowning the champion
     pyfunc          ZoobotPyfunc, the registered model that serves MC-dropout samples
@@ -26,6 +28,8 @@ from zoobot.core.tags import STEP as TAG_STEP
 from zoobot.tracking.artifacts import (KERAS_FILE, MODEL_ARTIFACT, URI_SCHEMES, file_digest, is_uri, local_model_path,
                                        resolve_local, resolve_local_file, run_artifacts_location)
 from zoobot.tracking.callbacks import backfill_history, metrics_logger
+from zoobot.tracking.lineage import log_labelled_set, log_splits
+from zoobot.tracking.model_card import add_evaluation
 # Registered models pickle their python_model by name: the flat package's as zoobot.tracking.ZoobotPyfunc.
 from zoobot.tracking.pyfunc import ZoobotPyfunc
 from zoobot.tracking.registry import crown_if_better, log_model, register_iteration_model
@@ -52,6 +56,10 @@ __all__ = [
     "ZoobotPyfunc", "crown_if_better", "log_model", "register_iteration_model",
     # callbacks
     "backfill_history", "metrics_logger",
+    # lineage
+    "log_labelled_set", "log_splits",
+    # model cards
+    "add_evaluation",
     # reuse
     "SUMMARY_METRICS", "find_finished_run", "log_pipeline_summary", "record_reuse",
     # report_queries

@@ -13,6 +13,7 @@ import mlflow
 from mlflow.tracking import MlflowClient
 
 from zoobot.core import tags as tag_names
+from zoobot.tracking import model_card
 from zoobot.core.model_meta import ModelMeta
 from zoobot.tracking.artifacts import MODEL_ARTIFACT
 from zoobot.tracking.pyfunc import INPUT_EXAMPLE_ADVICE, TYPE_HINT_ADVICE, ZoobotPyfunc, without_warnings
@@ -24,9 +25,10 @@ DEFAULT_SAMPLES = 5  # MC samples a call draws when it does not say
 
 
 def log_model(model, manifest, train_config, model_config, val_loss: float, description: str = "",
-              version_tags: dict[str, str] | None = None) -> dict:
-    """Log the model as a pyfunc that returns MC-dropout samples, register it (with `description`
-    and `version_tags` on the new version), maybe crown it."""
+              version_tags: dict[str, str] | None = None, training: str = "") -> dict:
+    """Log the model as a pyfunc that returns MC-dropout samples, register it with its model card
+    (`zoobot.tracking.model_card`; `description`, e.g. the base model of a finetune, and `training`, how
+    it was trained, go into it) and `version_tags`, maybe crown it."""
     import tempfile
 
     import zoobot
@@ -53,9 +55,14 @@ def log_model(model, manifest, train_config, model_config, val_loss: float, desc
         version = str(info.registered_model_version)
         out["registered_version"] = version
         client = MlflowClient()
-        if description:
-            client.update_model_version(train_config.registered_model_name, version, description=description)
-        for key, value in (version_tags or {}).items():
+        from zoobot.model.precision import model_precision
+
+        card = model_card.training_card(manifest, model_config, val_loss, mlflow.active_run().info.run_id,
+                                        model_precision(model), training or model_card.training_text(train_config),
+                                        based_on=description)
+        client.update_model_version(train_config.registered_model_name, version, description=card)
+        tags = {**model_card.training_tags(manifest, model_config, val_loss), **(version_tags or {})}
+        for key, value in tags.items():
             client.set_model_version_tag(train_config.registered_model_name, version, key, value)
         out["champion"] = crown_if_better(train_config.registered_model_name, version, val_loss,
                                           train_config.champion_alias)
@@ -81,10 +88,11 @@ def crown_if_better(name: str, version: str, val_loss: float, alias: str) -> boo
     return False
 
 
-def register_iteration_model(model, manifest, model_config, name: str, val_loss: float) -> dict:
-    """Each iteration's model becomes a version of `name` (no alias: the campaign decides)."""
+def register_iteration_model(model, manifest, model_config, name: str, val_loss: float, training: str = "") -> dict:
+    """Each iteration's model becomes a version of `name` (no alias: the campaign decides); `training`
+    says what it learned from, for its card."""
     logged = log_model(model, manifest, SimpleNamespace(registered_model_name=name, champion_alias=""),
-                       model_config, val_loss)
+                       model_config, val_loss, training=training or "An active-learning iteration's model")
     return {"registered_model": name, "registered_version": logged["registered_version"],
             "model_uri": logged["model_uri"]}
 

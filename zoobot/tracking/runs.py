@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import json
+import logging
 import os
 from dataclasses import asdict, is_dataclass
 from pathlib import Path
@@ -78,10 +79,13 @@ def log_new_params(config_dict: dict) -> None:
 
 
 @contextlib.contextmanager
-def step_run(step: str, config, tags: dict[str, str] | None = None, nested: bool = False):
+def step_run(step: str, config, tags: dict[str, str] | None = None, nested: bool = False,
+             system_metrics: bool = False):
     """Open (or, under `mlflow run`, resume) the step's run and record its resolved config once,
-    in full, as config.json."""
-    with mlflow.start_run(nested=nested) as run:
+    in full, as config.json; `system_metrics`: MLflow's monitor logs the machine's use meanwhile."""
+    if system_metrics:  # its start and stop lines are not the user's business
+        logging.getLogger("mlflow.system_metrics").setLevel(logging.WARNING)
+    with mlflow.start_run(nested=nested, log_system_metrics=system_metrics or None) as run:
         config_dict = _as_dict(config)
         log_new_params(config_dict)
         mlflow.set_tags({tag_names.STEP: step, tag_names.RUN_NAME: run_name(step, tags or {}), **standard_tags(),
@@ -90,7 +94,8 @@ def step_run(step: str, config, tags: dict[str, str] | None = None, nested: bool
         yield run
 
 
-def resume_or_start(step: str, config, resume_run_id: str | None, tags: dict | None = None):
+def resume_or_start(step: str, config, resume_run_id: str | None, tags: dict | None = None,
+                    system_metrics: bool = False):
     """`step_run`, but into `resume_run_id` when a killed job left one.
 
     Under `mlflow run` a new run was already made for this process; it is tagged with where the
@@ -104,7 +109,7 @@ def resume_or_start(step: str, config, resume_run_id: str | None, tags: dict | N
                        f"This launch resumed the interrupted run {resume_run_id}; its results are logged there.")
     if resume_run_id:
         os.environ["MLFLOW_RUN_ID"] = resume_run_id
-    return step_run(step, config, tags=tags)
+    return step_run(step, config, tags=tags, system_metrics=system_metrics)
 
 
 # -- active learning: one run per iteration, kept across restarts ---------------------------------------

@@ -16,6 +16,7 @@ from mlflow.tracking import MlflowClient
 
 from zoobot.core import plots
 from zoobot.core import tags as tag_names
+from zoobot.tracking import lineage
 from zoobot.tracking.artifacts import file_digest
 from zoobot.tracking.registry import log_model
 from zoobot.tracking.runs import log_new_params
@@ -126,6 +127,7 @@ def log_conversion(result, config) -> None:
                          artifact_file="rejected_rows.json")
     if result.examples:
         _log_figure(plots.image_grid(result.examples, title="Example galaxies per split"), "examples_per_split.png")
+    lineage.log_splits(manifest, {split: split for split in manifest.splits})
     catalog = result.catalog
     columns = [c for c in ("id_str", "ra", "dec", *catalog.schema.label_cols) if c in catalog.galaxies.columns]
     _log_catalog_dataset(catalog.galaxies[columns], source=str(catalog.path.resolve()), name=catalog.path.name,
@@ -227,6 +229,7 @@ def log_iteration(outcome, state, manifest, only_missing: bool = False) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items() if v is not None and k not in logged}, step=step)
     if rejects_path(state, step).is_file():
         mlflow.log_artifact(str(rejects_path(state, step)))
+    _log_iteration_datasets(state, manifest, step, outcome.scores)
     if info.get("registered_version"):
         mlflow.set_tag(tag_names.REGISTERED_MODEL, f"{info['registered_model']} v{info['registered_version']}")
     scores = outcome.scores
@@ -240,6 +243,20 @@ def log_iteration(outcome, state, manifest, only_missing: bool = False) -> None:
         truth = acquired_truth(manifest, list(acquired["id_str"]), scores["id_str"].tolist())
         if truth:
             mlflow.log_metrics(truth, step=step)
+
+
+def _log_iteration_datasets(state, manifest, step: int, scores) -> None:
+    """What the iteration's model learned from (the labelled set then), the pool it scored, and the
+    fixed validation and test splits, as dataset inputs."""
+    from zoobot.active.pool import INITIAL
+
+    table = state.galaxies()
+    when = table["labelled_iteration"]
+    trained_on = sorted(table.loc[(when == INITIAL) | ((when >= 1) & (when < step)), "id_str"].astype(str))
+    lineage.log_labelled_set(manifest, trained_on, state.labels(trained_on), "training", "labelled")
+    if len(scores):
+        lineage.log_labelled_set(manifest, sorted(scores["id_str"].astype(str)), None, "pool", "pool")
+    lineage.log_splits(manifest, {"validation": "validation", "test": "evaluation"})
 
 
 def acquired_truth(manifest, acquired_ids: list, pool_ids: list) -> dict[str, float]:

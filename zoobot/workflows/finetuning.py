@@ -52,11 +52,12 @@ def run_finetune(config: FinetuneConfig, say: Callable[[str], None] = print) -> 
             tag_names.PRECISION: head.precision, tag_names.SCHEMA: manifest.schema["name"],
             tag_names.BASE_MODEL: base_text[:5000]}
     params = dataclasses.asdict(config) | {"architecture": head.architecture, "base_schema": base_schema}
-    with tracking.resume_or_start("finetune", params, resume, tags) as run:
+    with tracking.resume_or_start("finetune", params, resume, tags, system_metrics=config.system_metrics) as run:
         checkpoint.meta["run_id"] = run.info.run_id
         if resume:
             say(f"Resuming run {resume} from epoch {checkpoint.epoch} ({checkpoint.folder})")
             tracking.backfill_history(checkpoint.state["history"])
+        tracking.log_splits(manifest, {"train": "training", "validation": "validation"})
         result = finetune(config, base, manifest, checkpoint, strategy, callbacks=[tracking.metrics_logger()])
         question = f", question '{config.question}'" if config.question else ""
         description = (

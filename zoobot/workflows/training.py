@@ -53,11 +53,12 @@ def run_training(config: TrainConfig, model_config: ModelConfig, say: Callable[[
             tag_names.PRECISION: config_precision(model_config),
             tag_names.SCHEMA: manifest.schema["name"]}
     params = dataclasses.asdict(config) | dataclasses.asdict(model_config)
-    with tracking.resume_or_start("train", params, resume, tags) as run:
+    with tracking.resume_or_start("train", params, resume, tags, system_metrics=config.system_metrics) as run:
         checkpoint.meta["run_id"] = run.info.run_id
         if resume:
             say(f"Resuming run {resume} from epoch {checkpoint.epoch} ({checkpoint.folder})")
             tracking.backfill_history(checkpoint.state["history"])
+        tracking.log_splits(manifest, {"train": "training", "validation": "validation"})
         result = training.train(config, model_config, manifest, checkpoint, strategy,
                                 callbacks=[tracking.metrics_logger()])
         logged = tracking.log_training(result, manifest, config, model_config, strategy.num_replicas_in_sync)
