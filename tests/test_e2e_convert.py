@@ -61,9 +61,10 @@ def test_simulate_then_convert_through_a_tracking_server(mlflow_server, tmp_path
     rejected = pd.read_csv(client.download_artifacts(run.info.run_id, "rejected.csv", str(tmp_path)))
     assert rejected["reason"].tolist() == ["'bar_no' is negative (-1); vote counts are >= 0"]
 
-    inputs = run.inputs.dataset_inputs
-    assert len(inputs) == 1 and inputs[0].dataset.name == "catalog.csv"
-    assert inputs[0].tags[0].value == "catalog"
+    # the catalog it read and each split it wrote, as dataset inputs (tests/test_lineage.py follows them on)
+    inputs = {i.tags[0].value: i.dataset.name for i in run.inputs.dataset_inputs}
+    assert inputs == {"catalog": "catalog.csv", "train": "catalog/train", "validation": "catalog/validation",
+                      "test": "catalog/test"}
 
     # The shards read back, by local path, equal what went in.
     manifest = Manifest.read(shards_dir)
