@@ -6,8 +6,8 @@ run in one experiment, over several seeds.
     .venv/bin/python benchmarks/transfer_study.py --work-dir /work/transfer --seeds 0,1,2
 
 What it does:
-  1. the base: the recipe study's survey (4,000 galaxies at 64 px, seed 11; simulated and converted
-     unless --work-dir has them) and `zoobot train` of the default tree model on it, registered as
+  1. the base: the recipe study's survey (--base-galaxies, 4,000 by default, at 64 px, seed 11; simulated
+     and converted unless --work-dir has them) and `zoobot train` of the default tree model on it, registered as
      `transfer-base` (kept when a finished one exists);
   2. the question: `zoobot simulate` another survey (seed 12), its first galaxies written as a 'has a
      bar' catalog (sim_bar_strength > 0.3) with a schema YAML, and `zoobot convert` (--labels train
@@ -54,6 +54,8 @@ def main() -> None:
     parser.add_argument("--labels", type=int, default=300, help="labelled training galaxies of the new question")
     parser.add_argument("--epochs", type=int, default=30, help="epochs of each finetune and from-scratch run")
     parser.add_argument("--base-epochs", type=int, default=30)
+    parser.add_argument("--base-galaxies", type=int, default=4000,
+                        help="simulated galaxies of the base survey (64 px, seed 11)")
     parser.add_argument("--base-name", default=BASE_NAME, help="registered name of the base model")
     parser.add_argument("--base-options", default="", help="more `zoobot train` options for the base, e.g. "
                                                           "'--dropout-rate=0.25 --dense-units=256'")
@@ -66,7 +68,7 @@ def main() -> None:
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     work = Path(args.work_dir).resolve()
 
-    base_shards = prepare_data(work, 4000, 64)
+    base_shards = prepare_data(work, args.base_galaxies, 64)
     base = ensure_base(base_shards, work, args.base_epochs, args.base_name, args.base_options.split())
     if args.campaigns:
         run_campaigns(work, base, [int(s) for s in args.seeds.split(",")], args)
@@ -210,8 +212,10 @@ def write_summary(args, output: Path) -> None:
     trains = pd.concat([mlflow.search_runs(filter_string=f"tags.step = '{step}'") for step in ("train", "finetune")])
     lines = [f"# Transfer study (experiment `{args.experiment}`)", "",
              f"Reproduce: `.venv/bin/python benchmarks/transfer_study.py --seeds {args.seeds} --labels {args.labels} "
-             f"--epochs {args.epochs}`. The base: the default tree model trained on 2,800 simulated galaxies "
-             "(64 px, the recipe study's survey). The question: 'has a bar' (sim_bar_strength > 0.3) on another "
+             f"--epochs {args.epochs} --base-galaxies {args.base_galaxies} --base-epochs {args.base_epochs}"
+             + (f" --base-options '{args.base_options}'" if args.base_options else "") + "`. "
+             f"The base: the default tree model trained on {args.base_galaxies * 7 // 10:,} of {args.base_galaxies:,} "
+             "simulated galaxies (64 px, seed 11; the rest its validation and test). The question: 'has a bar' (sim_bar_strength > 0.3) on another "
              f"simulated survey, {args.labels} training galaxies. Each cell: mean over seeds [min, max].", ""]
     columns = [m for m in METRICS if f"metrics.{m}" in runs]
     lines.append("| arm | seeds | train CPU-s | " + " | ".join(columns) + " |")

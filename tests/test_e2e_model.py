@@ -37,9 +37,11 @@ def test_train_predict_evaluate_serve(mlflow_server, tmp_path, monkeypatch):
     convert_run = latest_run(client, "convert")
 
     # train from the convert run's URI, registering the model
-    mlflow_run("train", {"shards": f"runs:/{convert_run.info.run_id}", "epochs": 2, "batch_size": 8,
-                         "registered_model_name": "e2e-galaxies", "checkpoint_dir": tmp_path / "ckpt",
-                         **TINY_MODEL}, mlflow_server, tmp_path, EXPERIMENT)
+    trained = mlflow_run("train", {"shards": f"runs:/{convert_run.info.run_id}", "epochs": 2, "batch_size": 8,
+                                   "registered_model_name": "e2e-galaxies", "checkpoint_dir": tmp_path / "ckpt",
+                                   **TINY_MODEL}, mlflow_server, tmp_path, EXPERIMENT)
+    assert "CloudPickle" not in trained.stdout + trained.stderr  # the model is logged as code
+    assert "Add type hints" not in trained.stdout + trained.stderr
     train_run = latest_run(client, "train")
     history = client.get_metric_history(train_run.info.run_id, "val_loss")
     assert [m.step for m in history] == [1, 2]
@@ -94,16 +96,25 @@ def test_train_predict_evaluate_serve(mlflow_server, tmp_path, monkeypatch):
         wait_for_http(f"http://127.0.0.1:{port}/ping", server, timeout=180)
         images = np.random.default_rng(1).uniform(0, 255, (2, 32, 32, 3)).round().tolist()
 
-        def score():
-            body = json.dumps({"inputs": images, "params": {"n_samples": 3}}).encode()
+        def score(images=images, **params):
+            body = json.dumps({"inputs": images, "params": {"n_samples": 3, **params}}).encode()
             request = urllib.request.Request(f"http://127.0.0.1:{port}/invocations", data=body,
                                              headers={"Content-Type": "application/json"})
             with urllib.request.urlopen(request, timeout=60) as response:
-                return np.asarray(json.loads(response.read())["predictions"])
+                return json.loads(response.read())["predictions"]
 
-        first, second = score(), score()
+        first, second = np.asarray(score()), np.asarray(score())
         assert first.shape == (2, 34, 3)
         assert not np.allclose(first, second)
+
+        # named vote fractions on request, one row per galaxy, and a warning for images scaled to [0, 1]
+        rows = score(output="fractions")
+        assert len(rows) == 2 and rows[0]["warning"] == ""
+        assert 0 <= rows[0]["smooth-or-featured_smooth_low"] <= rows[0]["smooth-or-featured_smooth_high"] <= 1
+        assert abs(sum(rows[1][f"smooth-or-featured_{a}_mean"] for a in ("smooth", "featured-or-disk", "artifact"))
+                   - 1) < 1e-4
+        scaled = (np.asarray(images) / 255).tolist()
+        assert "multiply by 255" in score(scaled, output="fractions")[0]["warning"]
     finally:
         os.killpg(server.pid, signal.SIGTERM)
         server.wait(timeout=30)

@@ -19,7 +19,7 @@ CALLER_FOLDERS = ("zoobot", "entrypoints", "benchmarks", "tests")
 # Imported before the snapshot: scipy.special adds a filter of its own on import, which is not ours to judge.
 THIRD_PARTY = ("numpy", "pandas", "yaml", "scipy.special", "matplotlib.pyplot", "mlflow", "mlflow.pyfunc",
                "mlflow.tracking")
-ADVICE = ("Add type hints to the `predict` method", "An input example was not provided")
+ADVICE = ("Add type hints to the `predict` method", "An input example was not provided", "CloudPickle")
 
 
 def python(code: str, *args, cwd=ROOT, env=None, timeout=300) -> subprocess.CompletedProcess:

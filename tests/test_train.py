@@ -115,6 +115,21 @@ def test_early_stopping_after_patience_epochs_without_improvement(tiny_shards, t
         assert all(b < a for a, b in zip(val, val[1:]))
 
 
+def test_a_callback_that_stops_training_ends_the_run_after_its_epoch(tiny_shards, tmp_path):
+    """As Keras' own: a callback setting model.stop_training (a CPU budget, a user's own rule) stops
+    the run, although each epoch is its own fit call."""
+    import keras
+
+    class StopAfterSecond(keras.callbacks.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            if epoch == 1:
+                self.model.stop_training = True
+
+    result = train(tiny_train_config(tiny_shards, epochs=5), ModelConfig(**TINY_MODEL), Manifest.read(tiny_shards),
+                   Checkpoint(tmp_path / "c"), callbacks=[StopAfterSecond()])
+    assert result.epochs_run == 2 and len(result.history["val_loss"]) == 2
+
+
 def test_greyscale_training_on_colour_shards_and_a_binomial_model(tiny_shards, tmp_path):
     manifest = Manifest.read(tiny_shards)
     result = train(tiny_train_config(tiny_shards, epochs=1, greyscale=True),

@@ -1,6 +1,7 @@
 """The MLflow UI as a user sees it: after `zoobot train` and `zoobot evaluate` against a fresh
-`mlflow server`, headless Chromium shows the experiment's runs, a run's metrics, and the evaluate
-run's coverage plot rendered from its artifacts.
+`mlflow server`, headless Chromium shows the experiment's runs, a run's metrics and the datasets it
+read, the evaluate run's coverage plot rendered from its artifacts, and the registered version's
+model card.
 
 Screenshots are kept as test artifacts in $ZOOBOT_TEST_ARTIFACTS (default <repo>/test-artifacts/ui/).
 """
@@ -125,6 +126,18 @@ def test_ui_shows_runs_metrics_and_coverage_plot(pipeline_server, page, tmp_path
         expect(page.get_by_text(train.info.run_name, exact=True).first).to_be_visible()
         assert metric_shown(page, "best_val_loss") == pytest.approx(train.data.metrics["best_val_loss"], rel=1e-6)
         shoot(page, "03_train_run_metrics", shots)
+        # the datasets it trained and validated on, by the names and digests convert gave them
+        datasets = {d.dataset.name: d.dataset.digest for d in train.inputs.dataset_inputs}
+        assert set(datasets) == {"catalog/train", "catalog/validation"}, datasets
+        page.get_by_placeholder("Search metrics").fill("")
+        expect(page.get_by_role("heading", name="Datasets")).to_be_visible()
+        train_set = page.get_by_role("button", name=f"catalog/train ({datasets['catalog/train']})")
+        expect(train_set).to_be_visible()
+        expect(train_set.get_by_text("training")).to_be_visible()
+        shoot(page, "03b_train_run_datasets", shots)
+        page.get_by_text("+1", exact=True).click()  # the run's other datasets, behind "+1"
+        expect(page.get_by_text(f"catalog/validation ({datasets['catalog/validation']})").first).to_be_visible()
+        shoot(page, "03c_train_run_all_datasets", shots)
 
         page.goto(f"{uri}/#/experiments/{experiment_id}/runs/{evaluate.info.run_id}", wait_until="load")
         expect(page.get_by_text(evaluate.info.run_name, exact=True).first).to_be_visible()
@@ -139,6 +152,15 @@ def test_ui_shows_runs_metrics_and_coverage_plot(pipeline_server, page, tmp_path
                                timeout=TIMEOUT_MS)
         width = image.evaluate("img => img.naturalWidth")
         shoot(page, "05_coverage_votes_artifact", shots)
+
+        # the champion's page shows its model card, with the evaluation evaluate added
+        version = MlflowClient(uri).get_model_version_by_alias(MODEL_NAME, "champion").version
+        page.goto(f"{uri}/#/models/{MODEL_NAME}/versions/{version}", wait_until="load")
+        expect(page.get_by_text("Not evaluated yet")).to_have_count(0)
+        expect(page.get_by_text("vote-fraction RMSE", exact=False).first).to_be_visible()
+        expect(page.get_by_text(evaluate.info.run_id, exact=False).first).to_be_visible()
+        expect(page.get_by_text("Dirichlet-multinomial model", exact=False).first).to_be_visible()
+        shoot(page, "06_registered_version_card", shots)
     except Exception:
         shoot(page, "99_failure", shots)
         raise

@@ -344,12 +344,14 @@ def fit_epochs(model: keras.Model, strategy: tf.distribute.Strategy, data: DataF
                                 callbacks=callbacks, shuffle=False, verbose=0)  # the tf.data pipeline shuffles
             logs = {k: v[-1] for k, v in history.history.items() if v}
             print(epoch_line(epoch, config.epochs, logs, time.perf_counter() - started), flush=True)
-            continue
-        logs = fit_epoch(train_data, val_data)
-        print(epoch_line(epoch, config.epochs, logs, time.perf_counter() - started), flush=True)
-        for callback in callbacks:
-            callback.set_model(model)
-            callback.on_epoch_end(epoch, logs)
+        else:
+            logs = fit_epoch(train_data, val_data)
+            print(epoch_line(epoch, config.epochs, logs, time.perf_counter() - started), flush=True)
+            for callback in callbacks:
+                callback.set_model(model)
+                callback.on_epoch_end(epoch, logs)
+        if model.stop_training:  # a callback asked to stop (each fit call starts by clearing the flag)
+            break
 
 
 def epoch_line(epoch: int, epochs: int, logs: dict, seconds: float) -> str:

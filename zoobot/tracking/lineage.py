@@ -32,13 +32,19 @@ def split_name(manifest, split: str) -> str:
     return f"{stem}/{split}"
 
 
-def _galaxies(manifest, split: str) -> pd.DataFrame:
-    """The split's rows of the shards' galaxies.csv (ids and sky positions), or its count alone."""
+def _index(manifest) -> pd.DataFrame | None:
+    """The shards' galaxies.csv (ids, splits and sky positions), or None when the shards have none."""
     index = Path(manifest.root) / "galaxies.csv" if manifest.root is not None else None
-    if index is not None and index.is_file():
-        table = pd.read_csv(index, dtype={"id_str": str})
-        columns = [c for c in ("id_str", "split", "ra", "dec") if c in table.columns]
-        return table.loc[table["split"] == split, columns].reset_index(drop=True)
+    if index is None or not index.is_file():
+        return None
+    table = pd.read_csv(index, dtype={"id_str": str})
+    return table[[c for c in ("id_str", "split", "ra", "dec") if c in table.columns]]
+
+
+def _galaxies(index: pd.DataFrame | None, manifest, split: str) -> pd.DataFrame:
+    """The split's rows of the galaxies index, or its count alone."""
+    if index is not None:
+        return index.loc[index["split"] == split].reset_index(drop=True)
     return pd.DataFrame({"split": [split] * manifest.splits[split].count})
 
 
@@ -52,10 +58,12 @@ def _log(frame: pd.DataFrame, source: str, name: str, digest: str, context: str)
 
 def log_splits(manifest, contexts: dict[str, str]) -> None:
     """Log each split of `contexts` (split -> context) that the shards have, on the active run."""
-    for split, context in contexts.items():
-        if split in manifest.splits and manifest.splits[split].count:
-            _log(_galaxies(manifest, split), str(manifest.root), split_name(manifest, split),
-                 split_digest(manifest, split), context)
+    wanted = {split: context for split, context in contexts.items()
+              if split in manifest.splits and manifest.splits[split].count}
+    index = _index(manifest) if wanted else None  # read once for every split
+    for split, context in wanted.items():
+        _log(_galaxies(index, manifest, split), str(manifest.root), split_name(manifest, split),
+             split_digest(manifest, split), context)
 
 
 def log_labelled_set(manifest, ids, labels, context: str, what: str) -> None:

@@ -43,10 +43,11 @@ def training_card(manifest, model_config, val_loss: float, run_id: str, precisio
         f"**Model.** `{model_config.architecture}` CNN with MC dropout ({model_config.dropout_rate} on "
         f"{model_config.dense_units} features), a {what}. Input: {height}x{width}x{channels} images, pixel "
         f"values 0..255; precision {precision}. Predict with `mlflow.pyfunc.load_model(...).predict(images, "
-        "params={'n_samples': 30})`.",
+        "params={'n_samples': 30})` for MC-dropout samples, or add `'output': 'fractions'` for each answer's "
+        "vote fraction and credible interval by name.",
         "",
         f"**Data.** `{source}`: {counts.get('train', 0):,} training, {counts.get('validation', 0):,} validation and "
-        f"{counts.get('test', 0):,} test galaxies (shards `{manifest.root}`).",
+        f"{counts.get('test', 0):,} test galaxies (shards `{manifest.root}`)." + _datasets(manifest),
         "",
         f"**Training.** {training}; best validation loss {val_loss:.4f}. Run `{run_id}`.",
     ]
@@ -55,6 +56,18 @@ def training_card(manifest, model_config, val_loss: float, run_id: str, precisio
     lines += ["", f"{EVALUATION_HEADING}", "", "Not evaluated yet: `zoobot evaluate --model models:/NAME/VERSION "
               "--shards SHARDS` adds it here."]
     return "\n".join(lines)
+
+
+def _datasets(manifest) -> str:
+    """' Datasets: `catalog/train` (digest ...), ...': the names and digests the runs' Datasets show."""
+    from zoobot.tracking.lineage import split_digest, split_name
+
+    splits = [split for split in ("train", "validation", "test")
+              if split in getattr(manifest, "splits", {}) and manifest.splits[split].count]
+    if not splits:
+        return ""
+    return " Datasets: " + ", ".join(f"`{split_name(manifest, split)}` (digest `{split_digest(manifest, split)}`)"
+                                     for split in splits) + "."
 
 
 def training_tags(manifest, model_config, val_loss: float) -> dict[str, str]:

@@ -16,7 +16,8 @@ from zoobot.core import tags as tag_names
 from zoobot.tracking import model_card
 from zoobot.core.model_meta import ModelMeta
 from zoobot.tracking.artifacts import MODEL_ARTIFACT
-from zoobot.tracking.pyfunc import INPUT_EXAMPLE_ADVICE, TYPE_HINT_ADVICE, ZoobotPyfunc, without_warnings
+from zoobot.tracking.pyfunc import (DEFAULT_INTERVAL, FRACTIONS, INPUT_EXAMPLE_ADVICE, MODEL_CODE, SAMPLES,
+                                   without_warnings)
 
 # Pinned from this environment: inferring them makes MLflow import every package (~6.5 s a model).
 REQUIREMENTS = ("tensorflow-cpu", "tensorflow", "keras", "numpy", "pandas", "astropy", "pillow", "scipy", "pyyaml",
@@ -37,16 +38,16 @@ def log_model(model, manifest, train_config, model_config, val_loss: float, desc
     height, width, channels = model.input_shape[1:]
     meta = ModelMeta(manifest.schema, model_config.output, model_config.question or None,
                      image_shape=(height, width, channels), val_loss=val_loss)
-    with tempfile.TemporaryDirectory() as tmp, without_warnings(INPUT_EXAMPLE_ADVICE, TYPE_HINT_ADVICE):
+    with tempfile.TemporaryDirectory() as tmp, without_warnings(INPUT_EXAMPLE_ADVICE):
         bundle = save_bundle(model, Path(tmp) / "bundle", meta)
         info = mlflow.pyfunc.log_model(
             name=MODEL_ARTIFACT,
-            python_model=ZoobotPyfunc(),
+            python_model=str(MODEL_CODE),
             artifacts={"bundle": str(bundle)},
             code_paths=[str(Path(zoobot.__file__).parent)],
             signature=_signature(model),
             pip_requirements=_pip_requirements(),
-            metadata=meta.to_dict(),
+            metadata={**meta.to_dict(), "input": input_contract(height, width, channels)},
             registered_model_name=train_config.registered_model_name or None,
         )
     out = {"model_uri": info.model_uri, "registered_version": None, "champion": False}
@@ -98,7 +99,8 @@ def register_iteration_model(model, manifest, model_config, name: str, val_loss:
 
 
 def _signature(model):
-    """Images in, MC samples out (sample axis last), and how many samples as a call parameter."""
+    """Images in, MC samples out (sample axis last); how many samples, which output and the credible
+    interval as call parameters."""
     import numpy as np
     from mlflow.models import ModelSignature
     from mlflow.types.schema import ParamSchema, ParamSpec, Schema, TensorSpec
@@ -108,8 +110,19 @@ def _signature(model):
     return ModelSignature(
         inputs=Schema([TensorSpec(np.dtype("float32"), (-1, height, width, channels), "images")]),
         outputs=Schema([TensorSpec(np.dtype("float32"), (-1, n_outputs, -1), "samples")]),
-        params=ParamSchema([ParamSpec("n_samples", "long", DEFAULT_SAMPLES)]),
+        params=ParamSchema([ParamSpec("n_samples", "long", DEFAULT_SAMPLES), ParamSpec("output", "string", SAMPLES),
+                            ParamSpec("interval", "double", DEFAULT_INTERVAL)]),
     )
+
+
+def input_contract(height: int, width: int, channels: int) -> dict:
+    """What the model takes, in the logged model's metadata beside the signature (which has no room
+    for the pixel scale)."""
+    return {"images": f"float32 array (galaxies, {height}, {width}, {channels})", "pixel_values": "0..255",
+            "note": ("images as convert stores them: 8-bit PNG/JPEG values, or FITS bands scaled by convert; "
+                     "values all in [0, 1] draw a warning"),
+            "outputs": {SAMPLES: "(galaxies, n_outputs, n_samples) MC-dropout samples (default)",
+                        FRACTIONS: "one row per galaxy: <answer>_mean, _low, _high vote fractions, and warning"}}
 
 
 def _pip_requirements() -> list[str]:
