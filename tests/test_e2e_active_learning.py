@@ -153,6 +153,7 @@ def test_a_campaign_killed_while_an_iteration_logs_completes_that_run_on_restart
 
     again = subprocess.run(command, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-5000:]
+    assert "Next: look at learning_curves.png in run" in again.stdout and "--experiment Default" in again.stdout
     runs = client.search_runs(["0"])
     assert sorted(r.info.status for r in runs) == ["FINISHED"] * 3  # the campaign and its two iterations
     first = client.get_run(run.info.run_id)

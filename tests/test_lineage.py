@@ -64,6 +64,8 @@ def test_train_and_evaluate_read_the_splits_convert_wrote_and_fill_the_model_car
     result = runner.invoke(main, ["evaluate", "--model", logged, "--shards", str(tmp_path / "shards"),
                                   "--n-samples", "3"])
     assert result.exit_code == 0 and "Model card updated: lineage v1" in result.output, result.output
+    assert f"Next: zoobot predict --model {logged} --images" in result.output
+    assert "zoobot report --experiment Default" in result.output
     again = [r for r in client.search_runs(["0"], "tags.step = 'evaluate'") if r.info.run_id != runs["evaluate"].info.run_id]
     updated = client.get_model_version("lineage", "1")
     assert updated.tags["evaluated_by"] == again[0].info.run_id and updated.description.count("#### Evaluation") == 1

@@ -75,5 +75,10 @@ def active_learning() -> click.Command:
         saving = outcome.label_saving
         click.echo(f"Label saving of the best arm over random: {saving:.1%}" if saving == saving
                    else f"Label saving not computed: {outcome.reason}")
+        from zoobot import tracking
+
+        click.echo(f"Next: look at learning_curves.png in run {outcome.run_id} (each arm's iterations are its nested "
+                   "runs, with the galaxies they acquired), or compare campaigns with zoobot report --experiment "
+                   f"{tracking.experiment_name(outcome.run_id)}.")
 
     return active_learning

@@ -137,6 +137,9 @@ def evaluate() -> click.Command:
                    "verdict in verdict.md. How to read the coverage and calibration plots: docs/calibration.md.")
         if cards:
             click.echo(f"Model card updated: {', '.join(cards)} (its page in the registry).")
+        click.echo(f"Next: zoobot predict --model {config.model} --images GALAXY_FOLDER --output-dir PREDICTIONS "
+                   "(vote fractions and credible intervals for new galaxies), or zoobot report --experiment "
+                   f"{tracking.experiment_name(run.info.run_id)} to compare this run with the others.")
 
     return evaluate
 

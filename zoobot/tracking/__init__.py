@@ -35,8 +35,8 @@ from zoobot.tracking.pyfunc import ZoobotPyfunc
 from zoobot.tracking.registry import crown_if_better, log_model, register_iteration_model
 from zoobot.tracking.report_queries import log_report, report_data
 from zoobot.tracking.reuse import SUMMARY_METRICS, find_finished_run, log_pipeline_summary, record_reuse
-from zoobot.tracking.runs import (code_version, git_commit, iteration_run, reopened_run, resume_or_start, run_name,
-                                  standard_tags, step_run, unfinished_runs)
+from zoobot.tracking.runs import (code_version, experiment_name, git_commit, iteration_run, reopened_run,
+                                  resume_or_start, run_name, standard_tags, step_run, unfinished_runs)
 from zoobot.tracking.scratch import run_apart, scratch_store
 from zoobot.tracking.step_logs import (log_benchmark, log_conversion, log_download, log_embedding, log_evaluation,
                                        log_iteration, log_learning_curves, log_prediction, log_simulation,
@@ -44,8 +44,8 @@ from zoobot.tracking.step_logs import (log_benchmark, log_conversion, log_downlo
 
 __all__ = [
     # runs
-    "code_version", "git_commit", "iteration_run", "reopened_run", "resume_or_start", "run_name", "standard_tags",
-    "step_run", "unfinished_runs",
+    "code_version", "experiment_name", "git_commit", "iteration_run", "reopened_run", "resume_or_start", "run_name",
+    "standard_tags", "step_run", "unfinished_runs",
     # artifacts
     "KERAS_FILE", "MODEL_ARTIFACT", "URI_SCHEMES", "file_digest", "is_uri", "local_model_path", "resolve_local",
     "resolve_local_file", "run_artifacts_location",

@@ -153,3 +153,9 @@ def _read_runs(runs_file: Path) -> dict[str, str]:
 
 def _as_dict(config) -> dict:
     return asdict(config) if is_dataclass(config) else dict(config)
+
+
+def experiment_name(run_id: str) -> str:
+    """The name of the experiment a run belongs to (what `zoobot report --experiment` takes)."""
+    client = MlflowClient()
+    return client.get_experiment(client.get_run(run_id).info.experiment_id).name
