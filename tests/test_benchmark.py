@@ -205,6 +205,19 @@ def test_the_transfer_figure_finetunes_the_tree_model_and_trains_from_scratch_fo
     assert "has a bar" in finetuned.notes.lower()
 
 
+def test_the_transfer_base_is_the_default_tree_model_trained_on_its_own_survey(tmp_path):
+    from dataclasses import replace
+
+    from zoobot.bench.config import PRESETS
+    from zoobot.bench.transfer import transfer_base
+    from zoobot.model.network import load_bundle
+
+    sizes = replace(PRESETS["tiny"], transfer_base_galaxies=40, science_epochs=1)
+    model, meta = load_bundle(transfer_base(tmp_path, sizes, 0))
+    assert meta.output == "dirichlet" and meta.image_shape == (sizes.science_image_size,) * 2 + (3,)
+    assert model.output_shape[-1] == meta.schema_obj.n_answers and model.get_layer("features") is not None
+
+
 @pytest.mark.slow
 def test_the_transfer_campaign_figure_runs_a_campaign_from_the_base_and_one_from_scratch(
         transfer_base, tmp_path, users_store):

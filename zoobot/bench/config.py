@@ -106,6 +106,7 @@ class Sizes:
     al_galaxies: int  # the campaigns' survey (science_galaxies is the calibration model's)
     transfer_labels: int  # figure 10: labelled training galaxies of the binary question
     transfer_epochs: int  # figure 10: epochs of the finetune (from scratch gets its CPU time)
+    transfer_base_galaxies: int  # figures 10-11: simulated galaxies of the base tree model (trained once)
     warm_up: bool = True  # one untimed run of each path first (tiny mode skips it: its values mean little)
 
 
@@ -115,19 +116,19 @@ PRESETS = {
                   convert_source_size=424, memory_pool=10_000, memory_image_size=16, science=True, speed=True,
                   science_seeds=1, science_galaxies=3000, science_image_size=64, science_epochs=30, al_initial=100,
                   al_acquire=50, al_iterations=4, al_epochs=40, al_samples=15, al_galaxies=3000,
-                  transfer_labels=300, transfer_epochs=30),
+                  transfer_labels=300, transfer_epochs=30, transfer_base_galaxies=12_000),
     "quick": Sizes("quick", repeats=3, image_size=64, efficientnet_size=224, n_images=1024, naive_images=256, n_samples=30,
                    filters="32,64,128,128", dense_units=128, train_epochs=3, batch_size=32, convert_galaxies=600,
                    convert_source_size=424, memory_pool=2500, memory_image_size=16, science=False, speed=True,
                    science_seeds=1, science_galaxies=600, science_image_size=32, science_epochs=4, al_initial=64,
                    al_acquire=32, al_iterations=3, al_epochs=3, al_samples=10, al_galaxies=600,
-                   transfer_labels=64, transfer_epochs=3),
+                   transfer_labels=64, transfer_epochs=3, transfer_base_galaxies=600),
     "tiny": Sizes("tiny", repeats=1, image_size=16, efficientnet_size=32, n_images=64, naive_images=32, n_samples=30,
                   filters="4,8", dense_units=16, train_epochs=1, batch_size=16, convert_galaxies=48,
                   convert_source_size=64, memory_pool=200, memory_image_size=16, science=False, speed=True,
                   science_seeds=1, science_galaxies=120, science_image_size=32, science_epochs=1, al_initial=24,
                   al_acquire=8, al_iterations=2, al_epochs=1, al_samples=4, al_galaxies=120,
-                  transfer_labels=16, transfer_epochs=2, warm_up=False),
+                  transfer_labels=16, transfer_epochs=2, transfer_base_galaxies=120, warm_up=False),
 }
 
 

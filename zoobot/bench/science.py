@@ -16,7 +16,7 @@ from zoobot.bench.config import ARMS, QUESTION, Sizes, campaign_config
 from zoobot.bench.data import simulate
 from zoobot.bench.measurement import SCIENCE_KEYS, Measurement, over_seeds
 from zoobot.bench.scratch import in_own_thread, scratch_experiment
-from zoobot.bench.transfer import transfer_campaign_figure, transfer_figure
+from zoobot.bench.transfer import transfer_base, transfer_campaign_figure, transfer_figure
 
 CAMPAIGN_MODELS = {"label_efficiency": "binomial", "label_efficiency_dirichlet": "dirichlet"}
 
@@ -25,6 +25,8 @@ def science_figures(root: Path, sizes: Sizes, seed: int, say=print) -> list[Meas
     flag = "" if sizes.mode in ("full", "science") else f" Measured at {sizes.mode} sizes: not comparable with the paper."
     seeds = [seed + i for i in range(sizes.science_seeds)]
     per_seed: dict[str, list[Measurement]] = {key: [] for key in SCIENCE_KEYS}
+    say(f"  transfer: training the base tree model on {sizes.transfer_base_galaxies:,} simulated galaxies (once) ...")
+    base = transfer_base(root / "transfer_base", sizes, seed)
     for s in seeds:
         folder = root / f"science_seed_{s}"
         say(f"  seed {s}: calibration, recovery and spread: training the tree model ...")
@@ -33,12 +35,11 @@ def science_figures(root: Path, sizes: Sizes, seed: int, say=print) -> list[Meas
             per_seed[measurement.key].append(measurement)
         al_survey = simulate(folder / "al_survey", sizes.al_galaxies, sizes.science_image_size, s + 101)
         say(f"  seed {s}: transfer: the tree model finetuned to 'has a bar', against from scratch ...")
-        for measurement in transfer_figure(folder / "transfer", folder / "base_model" / "model.keras", al_survey,
-                                           sizes, s, flag):
+        for measurement in transfer_figure(folder / "transfer", base, al_survey, sizes, s, flag):
             per_seed[measurement.key].append(measurement)
         say(f"  seed {s}: transfer: BALD campaigns on 'has a bar' from the tree model and from scratch ...")
         per_seed["transfer_label_ratio"].append(transfer_campaign_figure(
-            folder / "transfer_campaign", folder / "base_model" / "model.keras", al_survey, sizes, s, flag, say))
+            folder / "transfer_campaign", base, al_survey, sizes, s, flag, say))
         shards = active_learning_shards(folder, al_survey, sizes, s)
         for key, output in CAMPAIGN_MODELS.items():
             say(f"  seed {s}: label efficiency of the {output} model: BALD and random campaigns ...")
@@ -95,7 +96,7 @@ def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
     from zoobot.core.model_meta import ModelMeta
     from zoobot.data.convert import ConvertConfig, convert
     from zoobot.data.manifest import Manifest
-    from zoobot.model.network import ModelConfig, save_bundle
+    from zoobot.model.network import ModelConfig
     from zoobot.model.predict import predict_split
     from zoobot.core.metrics import truth_metrics
     from zoobot.model.evaluate import known_truth
@@ -109,7 +110,6 @@ def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
         trained = train(TrainConfig(shards=str(manifest.root), epochs=sizes.science_epochs, seed=seed), ModelConfig(),
                         manifest, Checkpoint(root / "science_checkpoint"))
     meta = ModelMeta(manifest.schema, "dirichlet", image_shape=manifest.image_shape, val_loss=trained.best_val_loss)
-    save_bundle(trained.model, root / "base_model", meta)  # the base model of the transfer figure (10)
     predictions, _, counts, _ = predict_split(trained.model, meta, manifest, "test", sizes.n_samples)
     w5, w10 = _coverage_errors(predictions, counts)
     scores = recovery(predictions, survey.catalog)
