@@ -81,6 +81,7 @@ class ZoobotPyfunc(mlflow.pyfunc.PythonModel):
         if output not in OUTPUTS:
             raise ValueError(f"output must be one of {list(OUTPUTS)}; found {output!r}. Ask for "
                              f'params={{"output": "fractions"}} for a table of vote fractions.')
+        interval = check_interval(float(params.get("interval", DEFAULT_INTERVAL)))  # before any sampling
         if isinstance(model_input, dict):  # a named tensor input arrives as {"images": array}
             model_input = model_input["images"]
         images = np.asarray(model_input.to_numpy() if hasattr(model_input, "to_numpy") else model_input,
@@ -92,7 +93,7 @@ class ZoobotPyfunc(mlflow.pyfunc.PythonModel):
                              trunk_head=self.trunk_head).astype(np.float32)
         if output == SAMPLES:
             return samples
-        return fractions_table(self.meta, samples, float(params.get("interval", DEFAULT_INTERVAL)), warning)
+        return fractions_table(self.meta, samples, interval, warning)
 
 
 def scale_warning(images: np.ndarray) -> str:
@@ -103,6 +104,12 @@ def scale_warning(images: np.ndarray) -> str:
             "(as convert stores them): multiply by 255 before scoring, or the predictions are meaningless")
 
 
+def check_interval(interval: float) -> float:
+    if not 0 < interval < 1:
+        raise ValueError(f"interval must be between 0 and 1 (the credible interval's mass); found {interval}.")
+    return interval
+
+
 def fractions_table(meta, samples: np.ndarray, interval: float, warning: str = ""):
     """One row per galaxy: each answer's posterior-mean vote fraction and credible interval, named
     after the schema's answer columns, and the input warning."""
@@ -110,8 +117,7 @@ def fractions_table(meta, samples: np.ndarray, interval: float, warning: str = "
 
     from zoobot.model.predict import summarise
 
-    if not 0 < interval < 1:
-        raise ValueError(f"interval must be between 0 and 1 (the credible interval's mass); found {interval}.")
+    check_interval(interval)
     columns = summarise(meta.predictions(np.arange(len(samples)), samples), interval)
     del columns["id_str"]  # a served request has no ids: rows follow the input's order
     table = pd.DataFrame(columns)
