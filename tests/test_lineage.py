@@ -53,6 +53,10 @@ def test_train_and_evaluate_read_the_splits_convert_wrote_and_fill_the_model_car
     assert card.startswith("**Model.** `vgg` CNN with MC dropout") and "Dirichlet-multinomial model of the whole" in card
     assert f"{manifest.counts['train']} training" in card and runs["train"].info.run_id in card
     assert f"`catalog/train` (digest `{converted['train'][1]}`)" in card  # the very datasets the runs list
+    assert "34 answers: smooth-or-featured, disk-edge-on," in card
+    experiment = runs["train"].info.experiment_id
+    assert f"(#/experiments/{experiment}/runs/{runs['train'].info.run_id})" in card  # links to the runs' pages
+    assert f"(#/experiments/{experiment}/runs/{runs['evaluate'].info.run_id})" in card
     assert "#### Evaluation" in card and "vote-fraction RMSE" in card and runs["evaluate"].info.run_id in card
     assert "coverage_votes.png" in card and "Not evaluated yet" not in card
     tags = client_version.tags

@@ -161,6 +161,11 @@ def test_ui_shows_runs_metrics_and_coverage_plot(pipeline_server, page, tmp_path
         expect(page.get_by_text(evaluate.info.run_id, exact=False).first).to_be_visible()
         expect(page.get_by_text("Dirichlet-multinomial model", exact=False).first).to_be_visible()
         shoot(page, "06_registered_version_card", shots)
+        # the card links to the evaluate run (the UI opens Markdown links in a new tab: follow the href here)
+        href = page.get_by_role("link", name=evaluate.info.run_id).first.get_attribute("href")
+        assert href == f"#/experiments/{experiment_id}/runs/{evaluate.info.run_id}", href
+        page.goto(f"{uri}/{href}", wait_until="load")
+        assert metric_shown(page, "test_rmse") == pytest.approx(evaluate.data.metrics["test_rmse"], rel=1e-6)
     except Exception:
         shoot(page, "99_failure", shots)
         raise

@@ -26,8 +26,13 @@ def training_text(train_config) -> str:
             f"{train_config.learning_rate} ({train_config.schedule})")
 
 
+def run_link(run_id: str, experiment_id: str = "") -> str:
+    """A run as Markdown: a link to its page in the UI when its experiment is known."""
+    return f"[`{run_id}`](#/experiments/{experiment_id}/runs/{run_id})" if experiment_id else f"`{run_id}`"
+
+
 def training_card(manifest, model_config, val_loss: float, run_id: str, precision: str, training: str,
-                  based_on: str = "") -> str:
+                  based_on: str = "", experiment_id: str = "") -> str:
     """The card of a newly registered version (Markdown), before any evaluation."""
     schema = manifest.schema_obj
     height, width, channels = manifest.image_shape
@@ -36,7 +41,7 @@ def training_card(manifest, model_config, val_loss: float, run_id: str, precisio
         what = f"binomial model of '{question}' (the probability of its first answer)"
     else:
         what = (f"Dirichlet-multinomial model of the whole '{schema.name}' tree ({len(schema.questions)} questions, "
-                f"{schema.n_answers} answers)")
+                f"{schema.n_answers} answers: " + ", ".join(schema.question_names) + ")")
     counts = manifest.counts
     source = manifest.catalog.get("path", "?")
     lines = [
@@ -49,7 +54,7 @@ def training_card(manifest, model_config, val_loss: float, run_id: str, precisio
         f"**Data.** `{source}`: {counts.get('train', 0):,} training, {counts.get('validation', 0):,} validation and "
         f"{counts.get('test', 0):,} test galaxies (shards `{manifest.root}`)." + _datasets(manifest),
         "",
-        f"**Training.** {training}; best validation loss {val_loss:.4f}. Run `{run_id}`.",
+        f"**Training.** {training}; best validation loss {val_loss:.4f}. Run {run_link(run_id, experiment_id)}.",
     ]
     if based_on:
         lines += ["", f"**Base model.** {based_on}"]
@@ -76,13 +81,14 @@ def training_tags(manifest, model_config, val_loss: float) -> dict[str, str]:
             tag_names.VAL_LOSS: f"{val_loss:.6f}"}
 
 
-def evaluation_section(metrics: dict[str, float], split: str, n_galaxies: int, run_id: str, plots_uri: str) -> str:
+def evaluation_section(metrics: dict[str, float], split: str, n_galaxies: int, run_id: str, plots_uri: str,
+                       experiment_id: str = "") -> str:
     def figure(key, fmt):
         value = metrics.get(key, math.nan)
         return format(value, fmt) if math.isfinite(value) else "n/a"
 
     lines = [EVALUATION_HEADING, "",
-             f"On '{split}' ({n_galaxies:,} galaxies), run `{run_id}`: vote-fraction RMSE {figure('rmse', '.3f')} "
+             f"On '{split}' ({n_galaxies:,} galaxies), run {run_link(run_id, experiment_id)}: vote-fraction RMSE {figure('rmse', '.3f')} "
              f"(MAE {figure('mae', '.3f')}); coverage error {figure('coverage_error_w5', '.1%')} at +-5 votes and "
              f"{figure('coverage_error_w10', '.1%')} at +-10 (signed {figure('coverage_signed_error_w5', '+.1%')} and "
              f"{figure('coverage_signed_error_w10', '+.1%')}: below 0 is over-confident; the 2020 paper's model: "
@@ -131,9 +137,11 @@ def registered_versions(reference: str) -> list:
 def add_evaluation(reference: str, metrics: dict[str, float], split: str, n_galaxies: int) -> list[str]:
     """On the active (evaluate) run: add the evaluation to the card and tags of every registered version
     of `reference`. Returns 'NAME vVERSION' of each version updated."""
-    run_id = mlflow.active_run().info.run_id
+    run = mlflow.active_run().info
+    run_id = run.run_id
     client = MlflowClient()
-    section = evaluation_section(metrics, split, n_galaxies, run_id, mlflow.get_artifact_uri().rstrip("/"))
+    section = evaluation_section(metrics, split, n_galaxies, run_id, mlflow.get_artifact_uri().rstrip("/"),
+                                 run.experiment_id)
     updated = []
     for version in registered_versions(reference):
         client.update_model_version(version.name, version.version,

@@ -58,9 +58,10 @@ def log_model(model, manifest, train_config, model_config, val_loss: float, desc
         client = MlflowClient()
         from zoobot.model.precision import model_precision
 
-        card = model_card.training_card(manifest, model_config, val_loss, mlflow.active_run().info.run_id,
-                                        model_precision(model), training or model_card.training_text(train_config),
-                                        based_on=description)
+        run = mlflow.active_run().info
+        card = model_card.training_card(manifest, model_config, val_loss, run.run_id, model_precision(model),
+                                        training or model_card.training_text(train_config), based_on=description,
+                                        experiment_id=run.experiment_id)
         client.update_model_version(train_config.registered_model_name, version, description=card)
         tags = {**model_card.training_tags(manifest, model_config, val_loss), **(version_tags or {})}
         for key, value in tags.items():
