@@ -33,8 +33,7 @@ def served(tmp_path_factory):
     root = tmp_path_factory.mktemp("served")
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{root}/mlflow.db")
-    try:
-        mlflow.set_experiment("served")
+    try:  # in the store's Default experiment: mlflow.set_experiment would pin it for the whole test process
         uri = log_tiny_model()
         local = mlflow.artifacts.download_artifacts(uri, dst_path=str(root / "model"))
         yield SimpleNamespace(model=mlflow.pyfunc.load_model(uri), local=local)
