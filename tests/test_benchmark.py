@@ -139,6 +139,11 @@ def test_sizes_follow_the_mode_and_the_overrides():
         BenchmarkConfig(quick=True, science=True)
     with pytest.raises(ValueError, match="repeats"):
         BenchmarkConfig(repeats=-1)
+    assert science.science_groups == ("label_efficiency", "calibration", "transfer")
+    assert resolve_sizes(BenchmarkConfig(science=True, figures="calibration, transfer")).science_groups == \
+        ("calibration", "transfer")
+    with pytest.raises(ValueError, match=r"figures must be a comma-separated choice of .*got \['coverage'\]"):
+        BenchmarkConfig(science=True, figures="calibration,coverage")
 
 
 def test_every_bench_module_is_under_400_lines():

@@ -40,7 +40,11 @@ def test_predict_streams_samples_and_a_summary_for_every_galaxy(bundle, tiny_sha
     predictions = read_predictions(result.samples_path)
     assert predictions.samples.shape == (48, 34, 7)
     assert predictions.kind == "dirichlet" and predictions.schema.name == "decals"
-    assert (predictions.samples >= 1).all() and (predictions.samples <= 100).all()
+    # concentrations in [1, 100] times each question's calibration scale, fitted when training ended
+    from zoobot.model.calibrate import calibration_layer
+
+    scales = calibration_layer(model).scale.numpy()[None, :, None]
+    assert (predictions.samples >= scales * (1 - 1e-5)).all() and (predictions.samples <= 100 * scales * (1 + 1e-5)).all()
     # samples differ between MC draws, ids are those of the shards in order
     assert np.std(predictions.samples, axis=2).mean() > 0
     expected_ids = np.concatenate([read_split(manifest, s)["id_str"] for s in manifest.splits])

@@ -149,6 +149,8 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
         batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, epoch_of)
         return keras_batches(batches, len(ids), train_config, channels, training=True, seed=epoch_of), val_batches
 
+    # the validation split calibrates the Dirichlet model; never the test split the arms are judged on
+    held_out = val_batches if val_split == "validation" else None
     previous = iteration_dir(state, iteration - 1) / f"checkpoint{name}" / "best.weights.h5"
     warm = previous if config.warm_start and previous.is_file() else None
     with warnings.catch_warnings():
@@ -158,10 +160,10 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
         checkpoint = Checkpoint(folder / f"checkpoint{name}")
         if base is not None:
             result = _finetune_member(config, base, train_config, model_config, manifest, checkpoint, callbacks, data,
-                                      warm)
+                                      warm, held_out)
         else:
             result = train(train_config, model_config, manifest, checkpoint, callbacks=list(callbacks), data=data,
-                           initial_weights=warm)
+                           initial_weights=warm, calibration_data=held_out)
 
     test_batches = keras_batches(make_dataset(manifest, "test", batch_size=config.batch_size),
                                  manifest.counts["test"], train_config, channels, training=False)
@@ -173,12 +175,13 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
         "model_dir": str(folder / f"model{name}"), "n_labelled": len(ids), "warm_start": warm is not None,
         "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
         **{f"test_{k}": float(v) for k, v in test.items()},
+        **(result.calibration.metrics() if result.calibration else {}),
     }
     return info, result
 
 
 def _finetune_member(config: ALConfig, base: Path, train_config: TrainConfig, model_config: ModelConfig,
-                     manifest: Manifest, checkpoint: Checkpoint, callbacks, data, warm: Path | None):
+                     manifest: Manifest, checkpoint: Checkpoint, callbacks, data, warm: Path | None, held_out=None):
     """A campaign started from a trained model: its trunk under a new head for the campaign's question
     (zoobot.model.finetune with its default phases); from the previous iteration's weights when warm."""
     import dataclasses
@@ -189,7 +192,7 @@ def _finetune_member(config: ALConfig, base: Path, train_config: TrainConfig, mo
                                      output=model_config.output, question=model_config.question,
                                      dropout_rate=model_config.dropout_rate)
     return finetune(finetune_config, base, manifest, checkpoint,
-                    callbacks=list(callbacks), data=data, initial_weights=warm)
+                    callbacks=list(callbacks), data=data, initial_weights=warm, calibration_data=held_out)
 
 
 def ensemble_predictions(members: list, manifest: Manifest, ids: list[str], n_samples: int,

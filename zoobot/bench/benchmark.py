@@ -41,7 +41,7 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-from zoobot.bench.config import BenchmarkConfig, Sizes, resolve_sizes
+from zoobot.bench.config import SCIENCE_GROUPS, BenchmarkConfig, Sizes, resolve_sizes
 from zoobot.bench.data import prepare_speed_data
 from zoobot.bench.measurement import SCIENCE_KEYS, SPECS, Measurement
 from zoobot.bench.inference import inference_figures
@@ -68,12 +68,14 @@ def run_benchmarks(config: BenchmarkConfig, say=print) -> list[Measurement]:
         if sizes.speed:
             measurements += speed_figures(root, sizes, config.seed, progress)
         if sizes.science:
-            progress(f"Figures 7-11 over {sizes.science_seeds} seed(s): label efficiency (run_campaign), calibration, "
-                     "recovery, spread, transfer ...")
+            chosen = ", ".join(f"{group} ({SCIENCE_GROUPS[group]})" for group in sizes.science_groups)
+            progress(f"Science figures over {sizes.science_seeds} seed(s): {chosen} ...")
             measurements += science_figures(root, sizes, config.seed, progress)
     by_key = {m.key: m for m in measurements}
-    missing = {key: "science figure: full or science mode (or quick/tiny with --with-science true)"
-               if key in SCIENCE_KEYS else "speed figure: not measured in science mode" for key in SPECS}
+    missing = {key: "speed figure: not measured in science mode" for key in SPECS}
+    for key in SCIENCE_KEYS:
+        missing[key] = (f"science figure: not among the figures chosen ({','.join(sizes.science_groups)})"
+                        if sizes.science else "science figure: full or science mode (or quick/tiny with --with-science true)")
     return [by_key.get(key) or Measurement(key, None, notes=missing[key]) for key in SPECS]
 
 

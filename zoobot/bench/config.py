@@ -8,6 +8,8 @@ from dataclasses import dataclass, field, replace
 ARMS = "bald,random"  # the campaigns of figure 7
 QUESTION = "smooth-or-featured"  # the question of the science figures 8 and 9
 MEMORY_SCALE = 4  # the large pool is this many times the small one (10,000 -> 40,000 in full mode)
+# the science figures in groups that can be measured alone (--figures): each group's figure numbers
+SCIENCE_GROUPS = {"label_efficiency": "7", "calibration": "8-9", "transfer": "10-11"}
 OVERRIDABLE = ("repeats", "image_size", "n_images", "convert_galaxies", "memory_pool", "science_galaxies")
 
 
@@ -40,6 +42,9 @@ class BenchmarkConfig:
     science_galaxies: int = field(default=0, metadata={
         "help": "Simulated galaxies of the calibration model of figures 8-9 (0 = mode default: full and science "
                 "3000, quick 600, tiny 120); the campaigns of figure 7 have their own survey."})
+    figures: str = field(default="", metadata={
+        "help": "Science figures to measure, comma-separated: label_efficiency (7), calibration (8-9, with the "
+                "spread-error correlation), transfer (10-11); empty = all. The others are reported as null."})
     seed: int = field(default=0, metadata={"help": "Seed of the simulated surveys, models and splits."})
     work_dir: str = field(default="", metadata={
         "help": "Folder for the benchmark's data (default: a temporary folder, removed afterwards)."})
@@ -64,10 +69,17 @@ class BenchmarkConfig:
             problems.append("choose one of quick, tiny and science (each mode has its own sizes)")
         if self.science and self.with_science:
             problems.append("with_science adds the science figures to quick or tiny mode; science mode has them")
+        unknown = [g for g in self.figure_groups if g not in SCIENCE_GROUPS]
+        if unknown:
+            problems.append(f"figures must be a comma-separated choice of {list(SCIENCE_GROUPS)}, got {unknown}")
         if not str(self.output).strip():
             problems.append("output must be a file path for the JSON report")
         if problems:
             raise ValueError("Invalid benchmark settings: " + "; ".join(problems) + ".")
+
+    @property
+    def figure_groups(self) -> tuple[str, ...]:
+        return tuple(g.strip() for g in str(self.figures).split(",") if g.strip()) or tuple(SCIENCE_GROUPS)
 
     @property
     def mode(self) -> str:
@@ -108,6 +120,7 @@ class Sizes:
     transfer_epochs: int  # figure 10: epochs of the finetune (from scratch gets its CPU time)
     transfer_base_galaxies: int  # figures 10-11: simulated galaxies of the base tree model (trained once)
     warm_up: bool = True  # one untimed run of each path first (tiny mode skips it: its values mean little)
+    science_groups: tuple[str, ...] = tuple(SCIENCE_GROUPS)  # the science figures measured (config.figures)
 
 
 PRESETS = {
@@ -139,7 +152,8 @@ PRESETS["science"] = replace(PRESETS["full"], mode="science", repeats=1, speed=F
 def resolve_sizes(config: BenchmarkConfig) -> Sizes:
     sizes = PRESETS[config.mode]
     overrides = {name: getattr(config, name) for name in OVERRIDABLE if getattr(config, name)}
-    sizes = replace(sizes, **overrides, n_samples=config.n_samples, science=sizes.science or config.with_science)
+    sizes = replace(sizes, **overrides, n_samples=config.n_samples, science=sizes.science or config.with_science,
+                    science_groups=config.figure_groups)
     return replace(sizes, naive_images=min(sizes.naive_images, sizes.n_images))
 
 

@@ -19,33 +19,44 @@ from zoobot.bench.scratch import in_own_thread, scratch_experiment
 from zoobot.bench.transfer import transfer_base, transfer_campaign_figure, transfer_figure
 
 CAMPAIGN_MODELS = {"label_efficiency": "binomial", "label_efficiency_dirichlet": "dirichlet"}
+GROUP_KEYS = {"label_efficiency": tuple(CAMPAIGN_MODELS),
+              "calibration": ("coverage_error_w5", "coverage_error_w10", "recovery_rmse_ratio", "spread_error_spearman"),
+              "transfer": ("transfer_auc_finetuned", "transfer_auc_gain", "transfer_label_ratio")}
 
 
 def science_figures(root: Path, sizes: Sizes, seed: int, say=print) -> list[Measurement]:
+    """The figures of `sizes.science_groups`, each over the seeds (the others are left out)."""
     flag = "" if sizes.mode in ("full", "science") else f" Measured at {sizes.mode} sizes: not comparable with the paper."
+    groups = sizes.science_groups
     seeds = [seed + i for i in range(sizes.science_seeds)]
     per_seed: dict[str, list[Measurement]] = {key: [] for key in SCIENCE_KEYS}
-    say(f"  transfer: training the base tree model on {sizes.transfer_base_galaxies:,} simulated galaxies (once) ...")
-    base = transfer_base(root / "transfer_base", sizes, seed)
+    if "transfer" in groups:
+        say(f"  transfer: training the base tree model on {sizes.transfer_base_galaxies:,} simulated galaxies (once) ...")
+        base = transfer_base(root / "transfer_base", sizes, seed)
     for s in seeds:
         folder = root / f"science_seed_{s}"
-        say(f"  seed {s}: calibration, recovery and spread: training the tree model ...")
-        survey = simulate(folder / "science_survey", sizes.science_galaxies, sizes.science_image_size, s + 1)
-        for measurement in calibration_figures(folder, survey, sizes, s, flag):
-            per_seed[measurement.key].append(measurement)
+        if "calibration" in groups:
+            say(f"  seed {s}: calibration, recovery and spread: training the tree model ...")
+            survey = simulate(folder / "science_survey", sizes.science_galaxies, sizes.science_image_size, s + 1)
+            for measurement in calibration_figures(folder, survey, sizes, s, flag):
+                per_seed[measurement.key].append(measurement)
+        if "transfer" not in groups and "label_efficiency" not in groups:
+            continue
         al_survey = simulate(folder / "al_survey", sizes.al_galaxies, sizes.science_image_size, s + 101)
-        say(f"  seed {s}: transfer: the tree model finetuned to 'has a bar', against from scratch ...")
-        for measurement in transfer_figure(folder / "transfer", base, al_survey, sizes, s, flag):
-            per_seed[measurement.key].append(measurement)
-        say(f"  seed {s}: transfer: BALD campaigns on 'has a bar' from the tree model and from scratch ...")
-        per_seed["transfer_label_ratio"].append(transfer_campaign_figure(
-            folder / "transfer_campaign", base, al_survey, sizes, s, flag, say))
-        shards = active_learning_shards(folder, al_survey, sizes, s)
-        for key, output in CAMPAIGN_MODELS.items():
-            say(f"  seed {s}: label efficiency of the {output} model: BALD and random campaigns ...")
-            per_seed[key].append(label_efficiency_figure(folder / output, shards, sizes, s, flag, say,
-                                                         output=output, key=key))
-    return [over_seeds(key, per_seed[key], seeds) for key in SCIENCE_KEYS]
+        if "transfer" in groups:
+            say(f"  seed {s}: transfer: the tree model finetuned to 'has a bar', against from scratch ...")
+            for measurement in transfer_figure(folder / "transfer", base, al_survey, sizes, s, flag):
+                per_seed[measurement.key].append(measurement)
+            say(f"  seed {s}: transfer: BALD campaigns on 'has a bar' from the tree model and from scratch ...")
+            per_seed["transfer_label_ratio"].append(transfer_campaign_figure(
+                folder / "transfer_campaign", base, al_survey, sizes, s, flag, say))
+        if "label_efficiency" in groups:
+            shards = active_learning_shards(folder, al_survey, sizes, s)
+            for key, output in CAMPAIGN_MODELS.items():
+                say(f"  seed {s}: label efficiency of the {output} model: BALD and random campaigns ...")
+                per_seed[key].append(label_efficiency_figure(folder / output, shards, sizes, s, flag, say,
+                                                             output=output, key=key))
+    return [over_seeds(key, per_seed[key], seeds) for key in SCIENCE_KEYS if per_seed[key]]
 
 
 # -- 7: label efficiency ------------------------------------------------------------------------------
@@ -117,8 +128,11 @@ def calibration_figures(root: Path, survey, sizes: Sizes, seed: int, flag: str,
     boot = _bootstrap(predictions, counts, survey.catalog, n_bootstrap, seed)
     details = {"n_galaxies": sizes.science_galaxies, "n_test": len(predictions.id_str),
                "epochs_run": trained.epochs_run, "best_val_loss": trained.best_val_loss,
-               "image_size": sizes.science_image_size, **scores}
-    common = (f"vgg dirichlet model trained on {manifest.counts['train']} simulated galaxies, tested on "
+               "image_size": sizes.science_image_size, **scores,
+               "calibration_scales": trained.calibration.scales if trained.calibration else None}
+    scale = (f", calibrated on its {manifest.counts['validation']} validation galaxies ({QUESTION} concentration "
+             f"scale {trained.calibration.scales[QUESTION]:.3f})" if trained.calibration else ", not calibrated")
+    common = (f"vgg dirichlet model trained on {manifest.counts['train']} simulated galaxies{scale}, tested on "
               f"{len(predictions.id_str)}, T={sizes.n_samples}; spread: 5-95% of {n_bootstrap} bootstrap resamples "
               "of the test set (one training).")
 

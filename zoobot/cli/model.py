@@ -28,6 +28,8 @@ def train() -> click.Command:
                    f"{logged['model_uri']}" + (f", registered as {config.registered_model_name} v"
                                                f"{logged['registered_version']}" if logged["registered_version"] else "")
                    + (" (champion)" if logged["champion"] else ""))
+        if result.calibration_note:
+            click.echo(result.calibration_note)
         model = (f"models:/{config.registered_model_name}/{logged['registered_version']}"
                  if logged["registered_version"] else logged["model_uri"])
         click.echo(f"Next: zoobot evaluate --model {model} --shards {config.shards}")
@@ -57,6 +59,8 @@ def finetune() -> click.Command:
                       if logged["registered_version"] else "")
         click.echo(f"Best validation loss {result.best_val_loss:.4f} at epoch {result.best_epoch}; model "
                    f"{logged['model_uri']}{registered}" + (" (champion)" if logged["champion"] else ""))
+        if result.calibration_note:
+            click.echo(result.calibration_note)
         model = (f"models:/{config.registered_model_name}/{logged['registered_version']}"
                  if logged["registered_version"] else logged["model_uri"])
         click.echo(f"Next: zoobot evaluate --model {model} --shards {config.shards}")

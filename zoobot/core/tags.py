@@ -31,6 +31,7 @@ BASE_MODEL = "base_model"  # a finetune run (and its registered version): the mo
 
 # -- outcomes -------------------------------------------------------------------------------------------
 STOPPED_EARLY = "stopped_early"
+CALIBRATION = "calibration"  # a train run: the concentration scales fitted on validation, or why none were
 CHAMPION = "champion"  # whether a train run's model took the registry alias, and if not who holds it
 REGISTERED_MODEL = "registered_model"  # "NAME vN" of an iteration's model
 LABEL_SAVING_NOTE = "label_saving_note"

@@ -37,7 +37,7 @@ from zoobot.model.sampling import all_layers
 from zoobot.model.precision import model_precision
 from zoobot.model.train import (DataForEpoch, TrainConfig, TrainResult, compile_model, finish, fit_epochs,
                                 is_chief, model_image_shape,
-                                shard_data, steps_per_epoch)
+                                shard_data, steps_per_epoch, validation_batches)
 
 
 @dataclass(frozen=True)
@@ -195,17 +195,19 @@ def _leaves(model: keras.Model):
 def finetune(config: FinetuneConfig, base: Path | keras.Model, manifest: Manifest, checkpoint: Checkpoint,
              strategy: tf.distribute.Strategy | None = None,
              callbacks: list[keras.callbacks.Callback] = (), data: DataForEpoch | None = None,
-             initial_weights: Path | None = None) -> TrainResult:
+             initial_weights: Path | None = None, calibration_data: tf.data.Dataset | None = None) -> TrainResult:
     """Phase 1 then phase 2 on the shards' 'train' split, validating on 'validation' (or on
     `data(epoch)`, as `train`); from the checkpoint's epoch, in the phase that epoch belongs to.
     `initial_weights` (of an earlier finetune of the same base and head: an active-learning
     campaign's previous iteration) replace the base's trunk and the new head's random start.
-    `base`: the base model's file, or the model itself loaded under `strategy.scope()`."""
+    `base`: the base model's file, or the model itself loaded under `strategy.scope()`. A Dirichlet head
+    is calibrated afterwards as `train` does it."""
     from zoobot.model.network import load_keras_model
 
     strategy = strategy or tf.distribute.get_strategy()
     schema = manifest.schema_obj
     shape = model_image_shape(manifest, config)
+    held_out = calibration_data if data is not None else validation_batches(manifest, config, shape[-1])
     data = data or shard_data(config, manifest, strategy, shape[-1])
     keras.utils.set_random_seed(config.seed)
     steps = steps_per_epoch(data(0)[0], manifest, config)
@@ -242,7 +244,7 @@ def finetune(config: FinetuneConfig, base: Path | keras.Model, manifest: Manifes
                    [saver, *callbacks])
         if model.stop_training:
             break
-    return finish(model, checkpoint, config, chief, resumed_from)
+    return finish(model, checkpoint, config, chief, resumed_from, held_out, strategy, schema)
 
 
 def _compile_phase(model: keras.Model, config: FinetuneConfig, head: ModelConfig, schema: Schema, steps: int,

@@ -4,6 +4,7 @@
       -> trunk: rescale, conv blocks [conv, (batch norm), relu] x 2, max-pool, (MC dropout)
                 -> flatten or global average pooling, (MC dropout) -> Dense(dense_units) named "features"
       -> head:  MCDropout -> Dense(n_outputs, sigmoid) -> Rescaling to the output's range
+                (Dirichlet: -> ConcentrationScale, each question's calibration, fitted after training)
 
 By default every stochastic layer sits in the head, so MC sampling runs the trunk once and only the
 head n_samples times (`zoobot.model.sampling`). `conv_dropout_rate` > 0 adds MC dropout on the conv
@@ -39,6 +40,7 @@ from zoobot.model.losses import OUTPUTS, resolve_question
 ARCHITECTURES = ("vgg", "efficientnetb0")
 POOLINGS = ("flatten", "avg")
 FEATURES_LAYER = "features"
+CALIBRATION_LAYER = "calibration"
 # Dirichlet concentrations lie in [1, 100] (as Zoobot's 1 + 99 * sigmoid): a bounded output keeps
 # the lgamma terms of the loss and their gradients in a range where training stays stable.
 CONCENTRATION_MIN, CONCENTRATION_MAX = 1.0, 100.0
@@ -150,12 +152,27 @@ class MCDropout(keras.layers.Dropout):
         return super().call(inputs, training=True)
 
 
+@keras.saving.register_keras_serializable(package="zoobot")
+class ConcentrationScale(keras.layers.Layer):
+    """The last layer of a Dirichlet head: each answer's concentrations times its question's calibration
+    scale, a non-trainable weight saved with the model. 1 while training; set after training from the
+    validation split (zoobot.model.calibrate), so every user of the model -- predict, evaluate, BALD, the
+    served pyfunc -- gets calibrated posteriors with the same mean fractions."""
+
+    def build(self, input_shape):
+        self.scale = self.add_weight(name="scale", shape=(int(input_shape[-1]),), initializer="ones",
+                                     trainable=False, dtype="float32")
+
+    def call(self, inputs):
+        return inputs * self.scale
+
+
 def custom_objects() -> dict:
     """What keras.models.load_model needs to rebuild a zoobot model in a process that has not
     imported zoobot (the registry only knows classes that were imported)."""
     from zoobot.model.losses import QuestionNLL, VoteFractionRMSE, VoteLoss
 
-    return {cls.__name__: cls for cls in (MCDropout, VoteLoss, QuestionNLL, VoteFractionRMSE)}
+    return {cls.__name__: cls for cls in (MCDropout, ConcentrationScale, VoteLoss, QuestionNLL, VoteFractionRMSE)}
 
 
 # -- building -------------------------------------------------------------------------------------
@@ -164,7 +181,8 @@ def custom_objects() -> dict:
 def build_model(config: ModelConfig, schema: Schema, image_shape: tuple[int, int, int]) -> keras.Model:
     """An uncompiled model from images (B, H, W, C) with values 0..255 to the output of `config`.
 
-    "dirichlet": (B, n_answers) concentrations in [1, 100]; "binomial": (B, 1) p in (0, 1).
+    "dirichlet": (B, n_answers) concentrations in [1, 100] times the calibration scales (1 until
+    calibrated); "binomial": (B, 1) p in (0, 1).
     Outputs are float32 whatever `config.precision`: only the trunk (up to and including the
     "features" layer) computes in bfloat16.
     """
@@ -193,7 +211,8 @@ def build_model(config: ModelConfig, schema: Schema, image_shape: tuple[int, int
 
 
 def add_head(features, output: str, n_outputs: int, dropout_rate: float):
-    """The stochastic head on a features tensor: MCDropout -> Dense(sigmoid) -> the output's range.
+    """The stochastic head on a features tensor: MCDropout -> Dense(sigmoid) -> the output's range
+    (-> the calibration scales, for a Dirichlet head).
 
     In float32 whatever the trunk's precision: the dropout rate and its 1/(1 - rate) scaling are
     exact, and the concentrations / p reach the loss's lgamma and log terms with float32's 24-bit
@@ -203,7 +222,8 @@ def add_head(features, output: str, n_outputs: int, dropout_rate: float):
     x = keras.layers.Dense(n_outputs, activation="sigmoid", name="output_sigmoid", dtype="float32")(x)
     if output == "dirichlet":
         span = CONCENTRATION_MAX - CONCENTRATION_MIN
-        return keras.layers.Rescaling(span, offset=CONCENTRATION_MIN, name="concentrations", dtype="float32")(x)
+        x = keras.layers.Rescaling(span, offset=CONCENTRATION_MIN, name="concentrations", dtype="float32")(x)
+        return ConcentrationScale(name=CALIBRATION_LAYER, dtype="float32")(x)
     return keras.layers.Rescaling(1 - 2 * PROBABILITY_MARGIN, offset=PROBABILITY_MARGIN, name="probability",
                                   dtype="float32")(x)
 

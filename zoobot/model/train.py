@@ -20,6 +20,7 @@ import zoobot._tf  # noqa: F401  (first: TensorFlow without its start-up lines)
 import keras
 import tensorflow as tf
 
+from zoobot.core.calibration import Calibration
 from zoobot.data import augment
 from zoobot.data.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
 from zoobot.data.shards import make_dataset
@@ -67,6 +68,9 @@ class TrainConfig:
         "help": "Register the trained model under this name in the MLflow registry ('' = do not register)."})
     champion_alias: str = field(default="champion", metadata={
         "help": "Alias the new version takes when its validation loss beats the current holder's ('' = none)."})
+    calibrate: bool = field(default=True, metadata={
+        "help": "Dirichlet models: after training, fit each question's concentration scale on the validation split "
+                "so the posteriors' widths match the errors (zoobot.core.calibration); false: leave them at 1."})
     system_metrics: bool = field(default=True, metadata={
         "help": "Log the machine's CPU, memory, disk and network use (and GPU, with pynvml) during training as "
                 "system/* metrics, by MLflow's system-metrics monitor every 10 s; false: off."})
@@ -104,6 +108,8 @@ class TrainResult:
     stopped_early: bool
     resumed_from_epoch: int  # 0 when it started fresh
     checkpoint: Path
+    calibration: Calibration | None = None  # the scales fitted on held-out galaxies (Dirichlet models)
+    calibration_note: str = ""  # what was calibrated, or why not
 
 
 # -- distribution ------------------------------------------------------------------------------------
@@ -261,9 +267,12 @@ def train(
     callbacks: list[keras.callbacks.Callback] = (),
     data: DataForEpoch | None = None,
     initial_weights: Path | None = None,
+    calibration_data: tf.data.Dataset | None = None,
 ) -> TrainResult:
     """Fit on the 'train' split, validating on 'validation' (or on `data(epoch)`: that epoch's
     (train, validation) Keras batches); `initial_weights` warm-starts a fresh job (not a resumed one).
+    Then a Dirichlet model is calibrated on the 'validation' split (with `data`: on `calibration_data`,
+    batches of held-out galaxies, or not at all when None).
 
     One epoch at a time: before each, the dropout masks, shuffle and augmentation are seeded from
     (seed, epoch), so a job resumed from its checkpoint replays exactly the epochs it lost.
@@ -271,6 +280,7 @@ def train(
     strategy = strategy or tf.distribute.get_strategy()
     schema = manifest.schema_obj
     shape = model_image_shape(manifest, config)
+    custom_data = data is not None
     data = data or shard_data(config, manifest, strategy, shape[-1])
 
     keras.utils.set_random_seed(config.seed)
@@ -287,15 +297,26 @@ def train(
     chief = is_chief(strategy)
     saver = CheckpointCallback(checkpoint, config.patience, write=chief, min_epochs=config.min_epochs)
     fit_epochs(model, strategy, data, config, checkpoint, [saver, *callbacks])
-    return finish(model, checkpoint, config, chief, resumed_from)
+    held_out = calibration_data if custom_data else validation_batches(manifest, config, shape[-1])
+    return finish(model, checkpoint, config, chief, resumed_from, held_out, strategy, schema)
+
+
+def validation_batches(manifest: Manifest, config: TrainConfig, channels: int) -> tf.data.Dataset | None:
+    """The shards' validation split as (images, counts) batches, in order and unaugmented; None without one."""
+    if not manifest.counts.get("validation"):
+        return None
+    return training_data(manifest, "validation", config, channels, training=False)
 
 
 def finish(model: keras.Model, checkpoint: Checkpoint, config: TrainConfig, chief: bool,
-           resumed_from: int) -> TrainResult:
-    """The end of a job: the best epoch's weights into the model, the checkpoint marked finished."""
+           resumed_from: int, held_out: tf.data.Dataset | None = None,
+           strategy: tf.distribute.Strategy | None = None, schema=None) -> TrainResult:
+    """The end of a job: the best epoch's weights into the model, a Dirichlet model calibrated on the
+    held-out galaxies, the checkpoint marked finished (a job killed before that calibrates on restart)."""
     state = checkpoint.state
     if (checkpoint.folder / "best.weights.h5").is_file():
         model.load_weights(checkpoint.folder / "best.weights.h5")
+    calibration, note = _calibrate(model, config, held_out, strategy, schema) if chief else (None, "")
     state["finished"] = True
     if chief:
         checkpoint.save_state()
@@ -308,7 +329,27 @@ def finish(model: keras.Model, checkpoint: Checkpoint, config: TrainConfig, chie
         stopped_early=state["epoch"] < config.epochs and state["wait"] >= config.patience,
         resumed_from_epoch=resumed_from,
         checkpoint=checkpoint.folder,
+        calibration=calibration,
+        calibration_note=note,
     )
+
+
+def _calibrate(model: keras.Model, config: TrainConfig, held_out, strategy, schema) -> tuple[Calibration | None, str]:
+    from zoobot.model.calibrate import calibrate, calibration_layer
+
+    if calibration_layer(model) is None:
+        return None, ""  # binomial: nothing to scale
+    if not config.calibrate:
+        return None, "Not calibrated (calibrate=false): concentration scales left at 1."
+    if held_out is None:
+        return None, ("Not calibrated: no validation split to fit the concentration scales on (fitting them on "
+                      "the training galaxies would make the model look surer than it is). Convert with a "
+                      "validation fraction > 0 to calibrate.")
+    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+        return None, ("Not calibrated: a multi-worker job cannot sample its model on the chief alone; concentration "
+                      "scales left at 1.")
+    calibration = calibrate(model, held_out, schema, seed=config.seed)
+    return calibration, calibration.summary()
 
 
 def shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy, channels: int) -> DataForEpoch:

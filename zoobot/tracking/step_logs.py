@@ -149,7 +149,13 @@ def log_training(result, manifest, train_config, model_config, n_replicas: int =
     mlflow.set_tags({tag_names.STOPPED_EARLY: str(result.stopped_early).lower(),
                      tag_names.SCHEMA: manifest.schema["name"], tag_names.ARCHITECTURE: model_config.architecture,
                      tag_names.OUTPUT: model_config.output})
+    if result.calibration is not None:
+        mlflow.log_metrics(result.calibration.metrics())
+    if result.calibration_note:
+        mlflow.set_tag(tag_names.CALIBRATION, result.calibration_note)
     _log_figure(plots.training_curves(result.history), "training_curves.png")
+    if result.calibration_note:  # on the registered version's page too
+        version_tags = {**(version_tags or {}), tag_names.CALIBRATION: result.calibration_note[:5000]}
     return log_model(result.model, manifest, train_config, model_config, result.best_val_loss, description,
                      version_tags)
 
@@ -222,7 +228,8 @@ def log_iteration(outcome, state, manifest, only_missing: bool = False) -> None:
     info = outcome.train_info
     metrics = {"iteration": step, "n_labelled": info.get("n_labelled", 0), "n_acquired": len(outcome.acquired),
                "n_labelled_after": outcome.n_labelled}
-    metrics.update({k: v for k, v in info.items() if k.startswith("test_") or k in ("best_val_loss", "epochs_run")})
+    metrics.update({k: v for k, v in info.items() if k.startswith(("test_", "calibration_"))
+                    or k in ("best_val_loss", "epochs_run")})
     if state.is_done(step, "ingest"):
         metrics["n_labels_rejected"] = state.stage_info(step, "ingest").get("n_rejected", 0)
     logged = set(MlflowClient().get_run(mlflow.active_run().info.run_id).data.metrics) if only_missing else set()
