@@ -58,6 +58,13 @@ CANDIDATES = {
                                     "dense_units": 256},
     "bf16-cosine-drop25-convdrop": {"precision": "bfloat16", "schedule": "cosine", "dropout_rate": 0.25,
                                     "conv_dropout_rate": 0.25},
+    # on the 2026-12-07 defaults (bfloat16 where it pays, cosine, head dropout 0.25 on 256 features):
+    # the tree model's smooth-or-featured recovery (figure 9)
+    "lr2e-3": {"learning_rate": 0.002},
+    "wide-top": {"filters": "32,64,128,256"},
+    "dense512": {"dense_units": 512},
+    "noaug": {"augment": False},
+    "avg": {"pooling": "avg"},
 }
 
 
