@@ -65,6 +65,7 @@ CANDIDATES = {
     "dense512": {"dense_units": 512},
     "noaug": {"augment": False},
     "avg": {"pooling": "avg"},
+    "dense1024": {"dense_units": 1024},
 }
 
 
