@@ -7,9 +7,10 @@
 What it does, all with the platform's own commands (so every number is an MLflow run):
   1. `zoobot simulate` a survey (4,000 galaxies at 64 px, seed 11) and `zoobot convert` it
      (train 2,800 / validation 400 / test 800), unless they exist in --work-dir;
-  2. for each candidate, measures its seconds per epoch on this machine (a short in-process timing
-     of its model on random images of the training set's size) and gives it as many epochs as fit in
-     --budget CPU-seconds, so every candidate gets the same compute;
+  2. measures every candidate's CPU-seconds per epoch on this machine (in-process timings of its
+     model on random images of the training set's size, the candidates interleaved over --timing-rounds
+     rounds so that a change in the machine's load hits all of them alike; the median round) and gives
+     each as many epochs as fit in --budget CPU-seconds, so every candidate gets the same compute;
   3. for each seed, runs `zoobot train` then `zoobot evaluate` on the test split, names both runs
      `<candidate>-s<seed>`, tags them `zoobot.candidate` and logs the CPU seconds each used;
   4. writes a table of every candidate (mean and min-max over seeds) and the `zoobot report` of the
@@ -66,6 +67,7 @@ CANDIDATES = {
     "noaug": {"augment": False},
     "avg": {"pooling": "avg"},
     "dense1024": {"dense_units": 1024},
+    "dense512-lr2e-3": {"dense_units": 512, "learning_rate": 0.002},
 }
 
 
@@ -80,6 +82,7 @@ def main() -> None:
     parser.add_argument("--image-size", type=int, default=64)
     parser.add_argument("--output-kind", default="binomial", choices=("binomial", "dirichlet"))
     parser.add_argument("--output", default="")
+    parser.add_argument("--timing-rounds", type=int, default=3, help="interleaved rounds of the per-epoch timing")
     args = parser.parse_args()
     os.environ.setdefault("MLFLOW_TRACKING_URI", f"sqlite:///{ROOT / 'mlflow.db'}")
     os.environ["MLFLOW_EXPERIMENT_NAME"] = args.experiment
@@ -91,12 +94,15 @@ def main() -> None:
     unknown = sorted(set(names) - set(CANDIDATES))
     if unknown:
         raise SystemExit(f"Unknown candidates {unknown}; choose from {list(CANDIDATES)}.")
-    for name in names:
-        if all(finished_runs(f"{name}-s{seed}") for seed in seeds):
-            print(f"{name}: every seed done before, kept", flush=True)
-            continue
-        settings = {**COMMON, "output": args.output_kind, **CANDIDATES[name]}
-        settings["epochs"] = epochs_for_budget(shards, settings, args.budget)
+    todo = [name for name in names if not all(finished_runs(f"{name}-s{seed}") for seed in seeds)]
+    for name in sorted(set(names) - set(todo), key=names.index):
+        print(f"{name}: every seed done before, kept", flush=True)
+    settings_of = {name: {**COMMON, "output": args.output_kind, **CANDIDATES[name]} for name in todo}
+    per_epoch = epoch_seconds(shards, settings_of, args.timing_rounds)
+    for name in todo:
+        settings = settings_of[name]
+        settings["epochs"] = max(2, int(args.budget / per_epoch[name]))
+        print(f"{name}: {per_epoch[name]:.1f} CPU-s per epoch -> {settings['epochs']} epochs", flush=True)
         for seed in seeds:
             run_candidate(name, settings, seed, shards, work, args.budget)
     output = Path(args.output or ROOT / "benchmarks" / "results" / f"recipe-study-{time.strftime('%Y-%m-%d')}.md")
@@ -125,9 +131,11 @@ def prepare_data(work: Path, n_galaxies: int, image_size: int) -> Path:
     return shards
 
 
-def epochs_for_budget(shards: Path, settings: dict, budget: float) -> int:
-    """Epochs of this candidate that fit in `budget` CPU-seconds on this machine, from timing its
-    training step on random images (after one warm-up pass, which traces the function)."""
+def epoch_seconds(shards: Path, settings_of: dict[str, dict], rounds: int) -> dict[str, float]:
+    """CPU-seconds per epoch of each candidate on this machine: its training step timed on random
+    images (after a warm-up pass, which traces the function), scaled to the training and validation
+    splits. The candidates take turns, `rounds` times, and each keeps its median, so a busier spell
+    of the machine does not fall on one candidate alone."""
     import keras
 
     from zoobot.data.manifest import Manifest
@@ -136,26 +144,30 @@ def epochs_for_budget(shards: Path, settings: dict, budget: float) -> int:
 
     manifest = Manifest.read(shards)
     model_fields = {f.name for f in dataclasses.fields(ModelConfig)}
-    model_config = ModelConfig(**{k: v for k, v in settings.items() if k in model_fields})
-    train_config = TrainConfig(shards=str(shards), **{k: v for k, v in settings.items()
-                                                     if k not in model_fields and k != "epochs"})
-    model = build_model(model_config, manifest.schema_obj, manifest.image_shape)
-    compile_model(model, train_config, model_config, manifest.schema_obj, steps_per_epoch=100)
-    batch = train_config.batch_size
     rng = np.random.default_rng(0)
-    x = rng.uniform(0, 255, (batch * 20, *manifest.image_shape)).astype("float32")
     n_labels = len(manifest.schema_obj.label_cols)
-    y = rng.integers(0, 20, (batch * 20, n_labels)).astype("float32")
-    model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)
-    start = time.process_time()
-    model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
-    per_image = (time.process_time() - start) / len(x)
     n_train, n_val = manifest.split("train").count, manifest.split("validation").count
-    per_epoch = per_image * n_train + per_image / 3 * n_val  # validation: a forward pass only
+    prepared = {}
+    for name, settings in settings_of.items():
+        model_config = ModelConfig(**{k: v for k, v in settings.items() if k in model_fields})
+        train_config = TrainConfig(shards=str(shards), **{k: v for k, v in settings.items()
+                                                         if k not in model_fields and k != "epochs"})
+        model = build_model(model_config, manifest.schema_obj, manifest.image_shape)
+        compile_model(model, train_config, model_config, manifest.schema_obj, steps_per_epoch=100)
+        batch = train_config.batch_size
+        x = rng.uniform(0, 255, (batch * 20, *manifest.image_shape)).astype("float32")
+        y = rng.integers(0, 20, (batch * 20, n_labels)).astype("float32")
+        model.fit(x[:batch * 2], y[:batch * 2], batch_size=batch, epochs=1, verbose=0)
+        prepared[name] = (model, x, y, batch)
+    timings = {name: [] for name in settings_of}
+    for _ in range(max(1, rounds)):
+        for name, (model, x, y, batch) in prepared.items():
+            start = time.process_time()
+            model.fit(x, y, batch_size=batch, epochs=1, verbose=0)
+            per_image = (time.process_time() - start) / len(x)
+            timings[name].append(per_image * n_train + per_image / 3 * n_val)  # validation: forward only
     keras.backend.clear_session()
-    epochs = max(2, int(budget / per_epoch))
-    print(f"{settings}: {per_epoch:.1f} CPU-s per epoch -> {epochs} epochs", flush=True)
-    return epochs
+    return {name: float(np.median(values)) for name, values in timings.items()}
 
 
 def run_candidate(name: str, settings: dict, seed: int, shards: Path, work: Path, budget: float) -> None:

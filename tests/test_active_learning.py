@@ -161,3 +161,21 @@ def test_iterations_ahead_counts_where_an_arm_beats_random_after_the_shared_star
                                       "test_loss": [5.0, 4.5, 3.4, 3.6]})}
     assert iterations_ahead(curves) == {"bald": (2, 3)}
     assert iterations_ahead({"bald": curves["bald"]}) == {}
+
+
+def test_an_iterations_labelled_galaxies_are_read_once_into_memory_with_the_states_labels(tiny_shards, monkeypatch):
+    from zoobot.active.iteration import labelled_arrays
+    from zoobot.data import shards
+    from zoobot.data.manifest import Manifest
+    from zoobot.data.shards import read_split
+
+    manifest = Manifest.read(tiny_shards)
+    ids = list(read_split(manifest, "train")["id_str"][::3])
+    labels = np.arange(len(ids) * len(manifest.label_cols)).reshape(len(ids), -1)  # not the shards' votes
+    arrays = labelled_arrays(manifest, ids, labels)
+    got = [i.decode() for i in arrays["id_str"]]
+    assert sorted(got) == sorted(ids) and arrays["image"].shape == (len(ids), 32, 32, 3)
+    for galaxy, row in zip(got, arrays["labels"]):
+        np.testing.assert_array_equal(row, labels[ids.index(galaxy)])
+    monkeypatch.setattr(shards, "IN_MEMORY_BYTES", 32 * 32 * 3 * (len(ids) - 1))
+    assert labelled_arrays(manifest, ids, labels) is None  # too large: the iteration streams them each epoch

@@ -86,20 +86,56 @@ def test_a_killed_cosine_schedule_resumes_where_it_stopped(tiny_shards, tmp_path
         np.testing.assert_array_equal(a, b)
 
 
-def test_each_epoch_is_a_function_of_the_seed(tiny_shards):
+@pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
+def test_each_epoch_is_a_function_of_the_seed(tiny_shards, in_memory):
+    from zoobot.data.shards import read_split
     from zoobot.model.train import training_data
 
     manifest = Manifest.read(tiny_shards)
     config = tiny_train_config(tiny_shards)
+    arrays = read_split(manifest, "train") if in_memory else None
 
     def first_batch(seed, epoch):
         data = training_data(manifest, "train", TrainConfig(**{**config.__dict__, "seed": seed}), 3, True,
-                             epoch=epoch)
+                             epoch=epoch, arrays=arrays)
         return next(iter(data))[0].numpy()
 
     np.testing.assert_array_equal(first_batch(0, 3), first_batch(0, 3))
     assert not np.array_equal(first_batch(0, 3), first_batch(0, 4))
     assert not np.array_equal(first_batch(0, 3), first_batch(1, 3))
+
+
+def test_a_split_in_memory_gives_every_galaxy_once_an_epoch_with_its_own_votes(tiny_shards, monkeypatch):
+    """Small splits are read once and shuffled in memory each epoch; large ones stream from the shards."""
+    from zoobot.data import shards
+    from zoobot.data.shards import memory_batches, read_split, split_in_memory
+
+    manifest = Manifest.read(tiny_shards)
+    whole = read_split(manifest, "train")
+    votes = {i: tuple(v) for i, v in zip(whole["id_str"], whole["labels"])}
+    arrays = split_in_memory(manifest, "train")
+    assert arrays is not None and len(arrays["id_str"]) == manifest.split("train").count
+
+    def epoch(seed):
+        batches = list(memory_batches(arrays, 8, shuffle=True, seed=seed).as_numpy_iterator())
+        ids = [i.decode() for b in batches for i in b["id_str"]]
+        assert [tuple(v) for b in batches for v in b["labels"]] == [votes[i] for i in ids]
+        return ids
+
+    assert sorted(epoch(1)) == sorted(votes) and epoch(1) == epoch(1) and epoch(1) != epoch(2)
+    monkeypatch.setattr(shards, "IN_MEMORY_BYTES", 32 * 32 * 3 * 10)  # ten galaxies' pixels
+    assert split_in_memory(manifest, "train") is None and split_in_memory(manifest, "validation") is not None
+
+
+def test_training_streams_splits_too_large_for_memory(tiny_shards, tmp_path, monkeypatch):
+    from zoobot.data import shards
+
+    monkeypatch.setattr(shards, "IN_MEMORY_BYTES", 0)
+    read = []
+    monkeypatch.setattr(shards, "read_split", lambda *a, **k: read.append(a) or pytest.fail("read into memory"))
+    result = train(tiny_train_config(tiny_shards, epochs=1), ModelConfig(**TINY_MODEL), Manifest.read(tiny_shards),
+                   Checkpoint(tmp_path / "c"))
+    assert result.epochs_run == 1 and not read
 
 
 def test_early_stopping_after_patience_epochs_without_improvement(tiny_shards, tmp_path):

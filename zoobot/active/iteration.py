@@ -29,11 +29,11 @@ from zoobot.core import tags as tag_names
 from zoobot.core.model_meta import ModelMeta
 from zoobot.core.predictions import Predictions
 from zoobot.data.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
-from zoobot.data.shards import make_dataset, read_split
+from zoobot.data.shards import fits_in_memory, memory_batches, read_split, split_in_memory
 from zoobot.model.network import ModelConfig, save_bundle
 from zoobot.model.sampling import mc_predict, reseed, split_trunk_head
 from zoobot.model.precision import config_precision
-from zoobot.model.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train
+from zoobot.model.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train, training_data
 
 LABELLED_SPLITS = ("train", "pool")  # where labelled galaxies' records live
 
@@ -83,6 +83,15 @@ def labelled_dataset(manifest: Manifest, ids: list[str], labels: np.ndarray, bat
     if shuffle:
         dataset = dataset.shuffle(min(len(ids), 4096), seed=seed, reshuffle_each_iteration=True)
     return dataset.batch(batch_size)
+
+
+def labelled_arrays(manifest: Manifest, ids: list[str], labels: np.ndarray) -> dict[str, np.ndarray] | None:
+    """The labelled galaxies `ids` (images from the shards, labels from the state) in memory, in file
+    order, as `read_split` gives a split; None when they would not fit (`fits_in_memory`)."""
+    if not fits_in_memory(manifest, len(ids)):
+        return None
+    batches = list(labelled_dataset(manifest, ids, labels, 256, shuffle=False, seed=0).as_numpy_iterator())
+    return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
 
 
 def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_samples: int,
@@ -141,12 +150,16 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
     labels = state.labels(ids)
     channels = manifest.image_shape[-1]
     val_split = "validation" if manifest.counts.get("validation") else "test"
-    val_batches = keras_batches(make_dataset(manifest, val_split, batch_size=config.batch_size),
-                                manifest.counts[val_split], train_config, channels, training=False)
+    val_batches = training_data(manifest, val_split, train_config, channels, False,
+                                arrays=split_in_memory(manifest, val_split))
+    in_memory = labelled_arrays(manifest, ids, labels)  # read once per iteration when small
 
     def data(epoch: int):  # each epoch shuffled and augmented from its own seed: replayable after a crash
         epoch_of = epoch_seed(seed * 1000 + iteration, epoch)
-        batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, epoch_of)
+        if in_memory is not None:
+            batches = memory_batches(in_memory, config.batch_size, shuffle=True, seed=epoch_of)
+        else:
+            batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, epoch_of)
         return keras_batches(batches, len(ids), train_config, channels, training=True, seed=epoch_of), val_batches
 
     # the validation split calibrates the Dirichlet model; never the test split the arms are judged on
@@ -165,8 +178,7 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
             result = train(train_config, model_config, manifest, checkpoint, callbacks=list(callbacks), data=data,
                            initial_weights=warm, calibration_data=held_out)
 
-    test_batches = keras_batches(make_dataset(manifest, "test", batch_size=config.batch_size),
-                                 manifest.counts["test"], train_config, channels, training=False)
+    test_batches = training_data(manifest, "test", train_config, channels, False)
     test = result.model.evaluate(test_batches, return_dict=True, verbose=0)
     meta = ModelMeta(manifest.schema, model_config.output, model_config.question or None,
                      image_shape=tuple(result.model.input_shape[1:]), val_loss=result.best_val_loss)

@@ -158,6 +158,34 @@ def _batched(ds: tf.data.Dataset, manifest: Manifest, spec: dict, batch_size: in
     return ds.batch(batch_size, drop_remainder=drop_remainder).map(parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
 
 
+# A split whose pixels take at most this many bytes is read from its shards once per training job and
+# kept in memory; a larger one streams from the shards every epoch. Reading, parsing and shuffling a
+# 2,100-galaxy split at 64 px took 0.5 s an epoch from the shards and 0.2 s from memory, in an epoch
+# of a few seconds on two cores.
+IN_MEMORY_BYTES = 512 * 2**20
+
+
+def fits_in_memory(manifest: Manifest, count: int) -> bool:
+    """Whether `count` galaxies of these shards stay under IN_MEMORY_BYTES of uint8 pixels."""
+    return count * int(np.prod(manifest.image_shape)) <= IN_MEMORY_BYTES
+
+
+def split_in_memory(manifest: Manifest, split: str) -> dict[str, np.ndarray] | None:
+    """The whole split as read_split's arrays when it fits in memory (`fits_in_memory`), else None."""
+    return read_split(manifest, split) if fits_in_memory(manifest, manifest.split(split).count) else None
+
+
+def memory_batches(arrays: dict[str, np.ndarray], batch_size: int, shuffle: bool = False, seed: int | None = None,
+                   drop_remainder: bool = False) -> tf.data.Dataset:
+    """Batches like make_dataset's ({'id_str', 'image' uint8, ['labels']}) of galaxies held in memory
+    (read_split's arrays); shuffled, when asked, in an order that is a function of `seed` alone."""
+    n = len(arrays[FEATURE_IMAGE])
+    if shuffle:
+        order = np.random.default_rng(seed).permutation(n)
+        arrays = {key: values[order] for key, values in arrays.items()}
+    return tf.data.Dataset.from_tensor_slices(arrays).batch(batch_size, drop_remainder=drop_remainder)
+
+
 def read_split(manifest: Manifest, split: str) -> dict[str, np.ndarray]:
     """A whole split in memory, in file order (for small splits, tests and figures)."""
     batches = list(read_in_order(manifest, [split], batch_size=256, labels=True).as_numpy_iterator())

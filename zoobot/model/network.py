@@ -62,7 +62,7 @@ class ModelConfig:
     filters: str = field(default="32,64,128,128", metadata={
         "help": "vgg only: filters of each conv block, comma-separated; a block is two 3x3 convs and a "
                 "2x2 max-pool."})
-    dense_units: int = field(default=256, metadata={
+    dense_units: int = field(default=512, metadata={
         "help": "Units of the dense 'features' layer before the MC dropout."})
     dropout_rate: float = field(default=0.25, metadata={
         "help": "MC dropout rate on the dense head, in [0, 1); dropout stays on at prediction time."})

@@ -23,7 +23,7 @@ import tensorflow as tf
 from zoobot.core.calibration import Calibration
 from zoobot.data import augment
 from zoobot.data.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
-from zoobot.data.shards import make_dataset
+from zoobot.data.shards import make_dataset, memory_batches, split_in_memory
 from zoobot.model.checkpoint import Checkpoint, CheckpointCallback
 from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
 from zoobot.model.network import ModelConfig, build_model
@@ -159,17 +159,21 @@ def epoch_seed(seed: int, epoch: int) -> int:
 
 
 def training_data(manifest: Manifest, split: str, config: TrainConfig, channels: int, training: bool,
-                  n_replicas: int = 1, epoch: int = 0) -> tf.data.Dataset:
+                  n_replicas: int = 1, epoch: int = 0, arrays: dict | None = None) -> tf.data.Dataset:
     """(images float32 0..255, vote counts float32) batches of one labelled split, for Keras;
-    shuffled and augmented (when training) by the epoch's seed.
+    shuffled and augmented (when training) by the epoch's seed. From `arrays` (the split already in
+    memory, `split_in_memory`) when given, else streamed from the shards.
 
     With several replicas every batch must split evenly between them, so the ragged last batch is
     dropped (at most batch_size - 1 galaxies an epoch, a different few each epoch when shuffled).
     """
     drop = n_replicas > 1
     seed = epoch_seed(config.seed, epoch)
-    dataset = make_dataset(manifest, split, batch_size=config.batch_size, shuffle=training, seed=seed,
-                           drop_remainder=drop)
+    if arrays is not None:
+        dataset = memory_batches(arrays, config.batch_size, shuffle=training, seed=seed, drop_remainder=drop)
+    else:
+        dataset = make_dataset(manifest, split, batch_size=config.batch_size, shuffle=training, seed=seed,
+                               drop_remainder=drop)
     return keras_batches(dataset, manifest.split(split).count, config, channels, training, drop, seed=seed)
 
 
@@ -361,9 +365,14 @@ def shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute.
             return (worker_data(strategy, manifest, "train", config, channels, True, epoch),
                     worker_data(strategy, manifest, val_split, config, channels, False, 0))
     else:
+        # small splits are read once and kept in memory; the validation batches are the same every epoch
+        train_arrays = split_in_memory(manifest, "train")
+        val_arrays = train_arrays if val_split == "train" else split_in_memory(manifest, val_split)
+        validation = training_data(manifest, val_split, config, channels, False, replicas, arrays=val_arrays)
+
         def data(epoch):
-            return (training_data(manifest, "train", config, channels, True, replicas, epoch),
-                    training_data(manifest, val_split, config, channels, False, replicas))
+            return (training_data(manifest, "train", config, channels, True, replicas, epoch, arrays=train_arrays),
+                    validation)
     return data
 
 

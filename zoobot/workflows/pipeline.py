@@ -56,7 +56,7 @@ class PipelineConfig:
                 "to the catalog's schema (`zoobot finetune`) and the campaign starts from it (initial_model). "
                 "'' = from scratch."})
     filters: str = field(default="32,64,128,128", metadata={"help": "Convolution filters per block of the CNN."})
-    dense_units: int = field(default=256, metadata={"help": "Units of the dense layer before the dropout head."})
+    dense_units: int = field(default=512, metadata={"help": "Units of the dense layer before the dropout head."})
     al_iterations: int = field(default=4, metadata={"help": "Active-learning iterations per arm."})
     al_epochs: int = field(default=40, metadata={
         "help": "Epochs of each active-learning iteration's training (a few hundred labelled galaxies: many short "
