@@ -179,3 +179,4 @@ def test_an_iterations_labelled_galaxies_are_read_once_into_memory_with_the_stat
         np.testing.assert_array_equal(row, labels[ids.index(galaxy)])
     monkeypatch.setattr(shards, "IN_MEMORY_BYTES", 32 * 32 * 3 * (len(ids) - 1))
     assert labelled_arrays(manifest, ids, labels) is None  # too large: the iteration streams them each epoch
+    assert labelled_arrays(manifest, [], labels[:0]) is None  # none labelled: left to the streamed path's error

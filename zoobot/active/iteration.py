@@ -87,8 +87,9 @@ def labelled_dataset(manifest: Manifest, ids: list[str], labels: np.ndarray, bat
 
 def labelled_arrays(manifest: Manifest, ids: list[str], labels: np.ndarray) -> dict[str, np.ndarray] | None:
     """The labelled galaxies `ids` (images from the shards, labels from the state) in memory, in file
-    order, as `read_split` gives a split; None when they would not fit (`fits_in_memory`)."""
-    if not fits_in_memory(manifest, len(ids)):
+    order, as `read_split` gives a split; None when there are none (the streamed path then says why it
+    cannot train) or they would not fit (`fits_in_memory`)."""
+    if not ids or not fits_in_memory(manifest, len(ids)):
         return None
     batches = list(labelled_dataset(manifest, ids, labels, 256, shuffle=False, seed=0).as_numpy_iterator())
     return {key: np.concatenate([b[key] for b in batches]) for key in batches[0]}
