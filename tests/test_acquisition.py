@@ -1,6 +1,6 @@
 """Known-answer tests for acquisition functions: BALD against brute-force enumeration, its limits
 (0 when the samples agree, confident disagreement above shared uncertainty), the question weighting
-of the decision tree, the registry and top_k."""
+of the decision tree and the registry."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ from scipy.special import gammaln
 
 import zoobot.core.acquisition as acquisition
 from zoobot.core.acquisition import (bald, bald_binomial, bald_dirichlet, dirichlet_information, get_acquisition,
-                                max_entropy, random_scores, register, score, top_k)
+                                max_entropy, random_scores, register, score)
+from zoobot.core.selection import top_k
 from zoobot.core.predictions import Predictions
 from zoobot.core.schema import GZ2, GZ_DECALS, Answer, Question, Schema
 
@@ -462,38 +463,3 @@ def test_random_scores_are_uniform_and_reproducible_for_a_seed():
     assert not np.array_equal(first, other)
     assert 0 <= first.min() and first.max() < 1 and abs(first.mean() - 0.5) < 0.05
     np.testing.assert_array_equal(random_scores(predictions, 40, np.random.default_rng(3)), first)
-
-
-# -- top_k ------------------------------------------------------------------------------------------
-
-def test_top_k_takes_the_highest_scores_and_breaks_ties_by_id():
-    ids = np.array(["g5", "g2", "g9", "g1", "g7"])
-    scores = np.array([0.3, 0.9, 0.3, 0.3, 0.1])
-    assert list(top_k(scores, ids, 3)) == ["g2", "g1", "g5"]
-    assert list(top_k(scores, ids, 5)) == ["g2", "g1", "g5", "g9", "g7"]
-    assert list(top_k(scores[::-1], ids[::-1], 3)) == ["g2", "g1", "g5"]  # input order does not matter
-    assert len(top_k(scores, ids, 0)) == 0
-    with pytest.raises(ValueError, match="k=6 galaxies from a pool of 5"):
-        top_k(scores, ids, 6)
-    with pytest.raises(ValueError, match="must be finite"):
-        top_k(np.array([0.1, np.nan]), ids[:2], 1)
-    with pytest.raises(ValueError, match="same length"):
-        top_k(scores, ids[:4], 1)
-
-
-def test_power_selection_draws_in_proportion_to_the_score_and_repeats_with_the_seed():
-    from zoobot.core.acquisition import select
-
-    ids = np.array([f"g{i}" for i in range(200)])
-    scores = np.where(np.arange(200) < 100, 1.0, 9.0)  # the second half 9x as likely per draw
-    chosen = select(scores, ids, 20, "power", seed=4)
-    assert len(set(chosen)) == 20 and np.array_equal(chosen, select(scores, ids, 20, "power", seed=4))
-    assert not np.array_equal(chosen, select(scores, ids, 20, "power", seed=5))
-    picks = np.concatenate([select(scores, ids, 20, "power", seed=s) for s in range(50)])
-    high = np.isin(picks, ids[100:]).mean()
-    assert 0.8 < high < 0.97  # ~0.9 (9 / 10), never only the top scores as top-k would take
-    assert list(select(scores, ids, 3, "top")) == ["g100", "g101", "g102"]
-    with pytest.raises(ValueError, match="must be >= 0"):
-        select(-scores, ids, 3, "power")
-    with pytest.raises(ValueError, match="selection must be one of"):
-        select(scores, ids, 3, "best")

@@ -27,6 +27,14 @@ def uncertain(id_str: str) -> bool:
     return int(id_str[1:]) % 3 == 0  # the fake model disagrees with itself about every third galaxy
 
 
+def embedding(ids) -> np.ndarray:
+    """The fake model's view: the unsure galaxies in four groups by id (g0xx, g1xx, g2xx, g3xx at
+    2-d positions 10 apart), the sure ones together far away."""
+    number = np.array([int(i[1:]) for i in ids])
+    x = np.where(number % 3 == 0, 10.0 * (number // 10) + 0.01 * number, 100.0)
+    return np.stack([x, np.zeros_like(x)], axis=1)
+
+
 class FakeWorld:
     """A fake model whose MC samples disagree on chosen galaxies, and an oracle that knows everything."""
 
@@ -55,7 +63,7 @@ class FakeWorld:
             for i, id_str in enumerate(chunk):
                 if uncertain(id_str):
                     samples[i, 0, :] = rng.choice([1.0, 90.0], size=8)
-            yield Predictions(chunk, samples, "dirichlet", GZ_DECALS)
+            yield Predictions(chunk, samples, "dirichlet", GZ_DECALS, features=embedding(chunk))
 
     def request(self, iteration, ids):
         self._maybe_fail("request")
@@ -84,32 +92,47 @@ def test_one_iteration_runs_every_stage_and_acquires_the_uncertain(tmp_path):
         state.check_invariants()
 
 
+def test_a_diverse_batch_takes_the_unsure_galaxies_from_every_group_the_model_sees(tmp_path):
+    with make_state(tmp_path / "s.db") as state:
+        outcome = run_iteration(state, FakeWorld().steps(), config(selection="diverse"))
+        assert all(uncertain(i) for i in outcome.acquired) and len(outcome.acquired) == 4
+        assert sorted(int(i[1:]) // 10 for i in outcome.acquired) == [0, 1, 2, 3]
+        with np.load(tmp_path / "iteration_001" / "candidates.npz") as kept:  # what the acquire stage reads
+            assert len(kept["id_str"]) == N_POOL and kept["features"].shape == (N_POOL, 2)
+        state.check_invariants()
+
+
+@pytest.mark.parametrize("selection", ["top", "diverse"])
 @pytest.mark.parametrize("stage", ["train", "predict", "request", "ingest"])
-def test_a_crash_in_any_stage_resumes_to_the_same_labelled_set(tmp_path, stage):
+def test_a_crash_in_any_stage_resumes_to_the_same_labelled_set(tmp_path, stage, selection):
     with make_state(tmp_path / "clean.db") as state:
         for _ in range(2):
-            run_iteration(state, FakeWorld().steps(), config())
+            run_iteration(state, FakeWorld().steps(), config(selection=selection))
         expected = sorted(state.labelled_ids())
 
     world = FakeWorld(fail_at=stage)
-    with make_state(tmp_path / "crash.db") as state:
+    (tmp_path / "crash").mkdir()
+    with make_state(tmp_path / "crash" / "crash.db") as state:
         with pytest.raises(KeyboardInterrupt):
-            run_iteration(state, world.steps(), config())
+            run_iteration(state, world.steps(), config(selection=selection))
         state.check_invariants()
-    with PoolState.open(tmp_path / "crash.db") as state:  # a new process, as after SIGKILL
-        outcome = run_iteration(state, world.steps(), config())
+    with PoolState.open(tmp_path / "crash" / "crash.db") as state:  # a new process, as after SIGKILL
+        outcome = run_iteration(state, world.steps(), config(selection=selection))
         assert outcome.stages_run[0] == stage  # finished stages are not run again
-        run_iteration(state, world.steps(), config())
+        run_iteration(state, world.steps(), config(selection=selection))
         assert sorted(state.labelled_ids()) == expected
         state.check_invariants()
 
 
 def test_random_arm_is_reproducible_and_differs_from_bald(tmp_path):
     picks = []
-    for name, arm in (("a", "random"), ("b", "random"), ("c", "bald")):
-        with make_state(tmp_path / f"{name}.db") as state:
-            picks.append(run_iteration(state, FakeWorld().steps(), config(acquisition=arm)).acquired)
+    for name, arm, how in (("a", "random", "top"), ("b", "random", "top"), ("c", "bald", "top"),
+                           ("d", "random", "diverse"), ("e", "random", "power")):
+        (tmp_path / name).mkdir()
+        with make_state(tmp_path / name / "s.db") as state:
+            picks.append(run_iteration(state, FakeWorld().steps(), config(acquisition=arm, selection=how)).acquired)
     assert picks[0] == picks[1] and set(picks[0]) != set(picks[2])
+    assert picks[3] == picks[4] == picks[0]  # the baseline draws uniformly whatever the selection
 
 
 def test_zooniverse_oracle_waits_for_labels(tmp_path):

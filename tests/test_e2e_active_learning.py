@@ -3,12 +3,14 @@
 database; then the same campaign killed with SIGKILL mid-iteration and restarted finishes with no
 duplicate or missing acquisitions, and with the galaxies the uninterrupted campaign acquired."""
 
+import json
 import os
 import signal
 import sqlite3
 import subprocess
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 from mlflow.tracking import MlflowClient
@@ -86,6 +88,12 @@ def test_campaign_through_a_server_then_killed_and_resumed(mlflow_server, al_sha
         with PoolState.open(tmp_path / "clean" / arm / "state.db") as state:
             counts = state.check_invariants()
             assert state.n_labelled() == 10 + 2 * 4 and counts.awaiting == 0
+    # the shared start: iteration 1 trained once (by the first arm); the random arm's run still has its epochs
+    first = [json.loads((tmp_path / "clean" / arm / "iteration_001" / "checkpoint" / "state.json").read_text())
+             for arm in ("bald", "random")]
+    assert first[0]["history"] == first[1]["history"] and "random: iteration 1 starts from the bald" in result.stdout
+    (random_1,) = [r for r in children if (r.data.tags["arm"], r.data.tags["iteration"]) == ("random", "1")]
+    assert len(client.get_metric_history(random_1.info.run_id, "val_loss")) == len(first[0]["history"]["val_loss"])
 
     # The same campaign, killed in the middle of an iteration, then started again.
     work = tmp_path / "killed"
@@ -212,13 +220,14 @@ def test_al_iteration_counts_and_keeps_every_rejected_label_row(al_shards, tmp_p
 
 def test_an_ensemble_campaign_scores_the_pool_with_every_members_samples(al_shards, tmp_path, sqlite_tracking):
     """members=2: two models per iteration from different seeds; the pool's scores come from both
-    members' MC samples (2 x n_samples per galaxy), and the test metrics are the members' mean."""
+    members' MC samples (2 x n_samples per galaxy), and the test metrics are the members' mean. A
+    diverse batch clusters the pool by both members' embeddings, side by side."""
     from zoobot.active.iteration import real_steps, run_logged_iteration
     from zoobot.active.loop import ALConfig
     from zoobot.model.network import ModelConfig
 
     config = ALConfig(state=str(tmp_path / "ens" / "state.db"), shards=str(al_shards), n_acquire=4, n_samples=3,
-                      members=2, epochs=2, batch_size=8, min_epochs=0)
+                      members=2, epochs=2, batch_size=8, min_epochs=0, selection="diverse")
     model_config = ModelConfig(output="binomial", **TINY_MODEL)
     outcome, state = run_logged_iteration(config, model_config, arm="bald")
     try:
@@ -230,6 +239,12 @@ def test_an_ensemble_campaign_scores_the_pool_with_every_members_samples(al_shar
         assert chunk.samples.shape[-1] == 2 * 3
         first, second = chunk.samples[..., :3], chunk.samples[..., 3:]
         assert abs(first.mean() - second.mean()) > 0  # two different models, not one twice
+        width = 2 * model_config.dense_units  # each member's features layer: what its head's dropout acts on
+        assert chunk.features.shape == (len(chunk.id_str), width)
+        with np.load(tmp_path / "ens" / "iteration_001" / "candidates.npz") as kept:
+            scored = len(state.pool_ids()) + 4  # the pool when it was scored
+            assert kept["features"].shape == (min(config.diverse_candidates * 4, scored), width)
+            assert set(outcome.acquired) <= set(kept["id_str"])
     finally:
         state.close()
 

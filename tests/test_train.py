@@ -89,7 +89,7 @@ def test_a_killed_cosine_schedule_resumes_where_it_stopped(tiny_shards, tmp_path
 @pytest.mark.parametrize("in_memory", [True, False], ids=["in-memory", "streamed"])
 def test_each_epoch_is_a_function_of_the_seed(tiny_shards, in_memory):
     from zoobot.data.shards import read_split
-    from zoobot.model.train import training_data
+    from zoobot.model.inputs import training_data
 
     manifest = Manifest.read(tiny_shards)
     config = tiny_train_config(tiny_shards)
@@ -103,6 +103,26 @@ def test_each_epoch_is_a_function_of_the_seed(tiny_shards, in_memory):
     np.testing.assert_array_equal(first_batch(0, 3), first_batch(0, 3))
     assert not np.array_equal(first_batch(0, 3), first_batch(0, 4))
     assert not np.array_equal(first_batch(0, 3), first_batch(1, 3))
+
+
+def test_one_pipeline_for_every_epoch_gives_each_epoch_exactly_as_a_fresh_pipeline_would(tiny_shards):
+    """Training from memory builds its tf.data pipeline once (no tracing per epoch); an epoch set on it,
+    in any order, is batch for batch the epoch a pipeline built for that epoch gives."""
+    from zoobot.data.shards import read_split
+    from zoobot.model.inputs import EpochsInMemory, epoch_seed, training_data
+
+    manifest = Manifest.read(tiny_shards)
+    config = tiny_train_config(tiny_shards)
+    arrays = read_split(manifest, "train")
+    epochs = EpochsInMemory(arrays, config, 3)
+    for epoch in (2, 0, 2, 5):
+        shared = list(epochs(epoch_seed(config.seed, epoch)).as_numpy_iterator())
+        fresh = list(training_data(manifest, "train", config, 3, True, epoch=epoch, arrays=arrays).as_numpy_iterator())
+        assert len(shared) == len(fresh) == -(-len(arrays["image"]) // config.batch_size)
+        for (images, votes), (images_fresh, votes_fresh) in zip(shared, fresh):
+            np.testing.assert_array_equal(images, images_fresh)
+            np.testing.assert_array_equal(votes, votes_fresh)
+    assert epochs(epoch_seed(config.seed, 1)) is epochs(epoch_seed(config.seed, 2))  # the same pipeline object
 
 
 def test_a_split_in_memory_gives_every_galaxy_once_an_epoch_with_its_own_votes(tiny_shards, monkeypatch):

@@ -35,6 +35,16 @@ def test_the_whole_pipeline_feeds_each_step_the_output_uri_of_the_one_before():
     assert by_name["evaluate"]["model"] == "models:/m-123"  # the logged model, not a guess at its path
     assert by_name["active_learning"]["shards"] == "runs:/convert-run/shards"
     assert by_name["active_learning"]["output"] == "binomial"  # the paper's campaign model
+    config = PipelineConfig()
+    assert (by_name["active_learning"]["selection"], by_name["active_learning"]["diverse_candidates"]) == (
+        config.al_selection, config.al_diverse_candidates)
+
+
+def test_a_bad_campaign_selection_stops_the_pipeline_before_anything_runs():
+    with pytest.raises(ValueError, match=r"al_selection must be one of \['top', 'power', 'diverse'\]; found 'best'"):
+        PipelineConfig(al_selection="best")
+    with pytest.raises(ValueError, match="al_diverse_candidates must be >= 1"):
+        PipelineConfig(al_diverse_candidates=0)
 
 
 def test_a_chosen_step_brings_what_it_needs_and_a_users_catalog_skips_the_simulation():

@@ -29,11 +29,12 @@ from zoobot.core import tags as tag_names
 from zoobot.core.model_meta import ModelMeta
 from zoobot.core.predictions import Predictions
 from zoobot.data.manifest import FEATURE_ID, FEATURE_IMAGE, Manifest
-from zoobot.data.shards import fits_in_memory, memory_batches, read_split, split_in_memory
+from zoobot.data.shards import fits_in_memory, read_split, split_in_memory
 from zoobot.model.network import ModelConfig, save_bundle
 from zoobot.model.sampling import mc_predict, reseed, split_trunk_head
 from zoobot.model.precision import config_precision
-from zoobot.model.train import Checkpoint, TrainConfig, epoch_seed, keras_batches, train, training_data
+from zoobot.model.inputs import EpochsInMemory, epoch_seed, keras_batches, training_data
+from zoobot.model.train import Checkpoint, TrainConfig, train
 
 LABELLED_SPLITS = ("train", "pool")  # where labelled galaxies' records live
 
@@ -98,7 +99,8 @@ def labelled_arrays(manifest: Manifest, ids: list[str], labels: np.ndarray) -> d
 def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_samples: int,
                      batch_size: int = 256, seed: int = 0) -> Iterator[Predictions]:
     """MC-dropout predictions of the pool galaxies `ids`, a batch at a time, in file order, with
-    dropout masks drawn from `seed`: a prediction repeated after a crash gives the same samples."""
+    dropout masks drawn from `seed`: a prediction repeated after a crash gives the same samples.
+    Each carries the galaxies' embeddings (`features`: the trunk's output), for diverse selection."""
     from zoobot.data import augment
 
     if not ids:
@@ -112,8 +114,9 @@ def pool_predictions(model, meta: dict, manifest: Manifest, ids: list[str], n_sa
     reseed(model, seed)
     for batch in dataset.as_numpy_iterator():
         batch_ids = np.array([v.decode("utf-8") for v in batch[FEATURE_ID]])
-        samples = mc_predict(model, batch[FEATURE_IMAGE], n_samples, trunk_head=trunk_head, batch_size=batch_size)
-        yield meta.predictions(batch_ids, samples)
+        samples, features = mc_predict(model, batch[FEATURE_IMAGE], n_samples, trunk_head=trunk_head,
+                                       batch_size=batch_size, with_features=True)
+        yield meta.predictions(batch_ids, samples, features)
 
 
 def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig,
@@ -154,13 +157,13 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
     val_batches = training_data(manifest, val_split, train_config, channels, False,
                                 arrays=split_in_memory(manifest, val_split))
     in_memory = labelled_arrays(manifest, ids, labels)  # read once per iteration when small
+    epochs = EpochsInMemory(in_memory, train_config, channels) if in_memory is not None else None
 
     def data(epoch: int):  # each epoch shuffled and augmented from its own seed: replayable after a crash
         epoch_of = epoch_seed(seed * 1000 + iteration, epoch)
-        if in_memory is not None:
-            batches = memory_batches(in_memory, config.batch_size, shuffle=True, seed=epoch_of)
-        else:
-            batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, epoch_of)
+        if epochs is not None:
+            return epochs(epoch_of), val_batches
+        batches = labelled_dataset(manifest, ids, labels, config.batch_size, True, epoch_of)
         return keras_batches(batches, len(ids), train_config, channels, training=True, seed=epoch_of), val_batches
 
     # the validation split calibrates the Dirichlet model; never the test split the arms are judged on
@@ -211,14 +214,16 @@ def _finetune_member(config: ALConfig, base: Path, train_config: TrainConfig, mo
 def ensemble_predictions(members: list, manifest: Manifest, ids: list[str], n_samples: int,
                          seed: int) -> Iterator[Predictions]:
     """The pool's predictions from every member: each batch's MC samples of all members side by side
-    on the sample axis (n_samples per member), so BALD sees the ensemble's spread."""
+    on the sample axis (n_samples per member), so BALD sees the ensemble's spread; their embeddings
+    side by side on the feature axis."""
     streams = [pool_predictions(model, meta, manifest, ids, n_samples, seed=seed + k)
                for k, (model, meta) in enumerate(members)]
     for batches in zip(*streams):
         first = batches[0]
         if any(not np.array_equal(b.id_str, first.id_str) for b in batches[1:]):
             raise RuntimeError("The members' pool predictions came in different orders; cannot combine them.")
-        yield replace(first, samples=np.concatenate([b.samples for b in batches], axis=-1))
+        yield replace(first, samples=np.concatenate([b.samples for b in batches], axis=-1),
+                      features=np.concatenate([b.features for b in batches], axis=-1))
 
 
 def real_steps(state: PoolState, manifest: Manifest, config: ALConfig, model_config: ModelConfig,
@@ -298,6 +303,7 @@ def run_logged_iteration(config: ALConfig, model_config: ModelConfig, arm: str, 
             tag_names.PRECISION: config_precision(model_config)}
 
     def register(i, info, result):
+        tracking.backfill_history(result.history)  # epochs this run did not see: a restart's, or a shared start's
         training = (f"Campaign '{Path(config.state).parent.name}', arm {arm}, iteration {i}: {info['n_labelled']:,} "
                     f"labelled galaxies, up to {config.epochs} epochs"
                     + (f", from {config.initial_model}" if config.initial_model else ""))

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from zoobot.core import acquisition
+from zoobot.core import acquisition, selection
 from zoobot.active.pool import PoolState
 from zoobot.core.predictions import Predictions
 from zoobot.core.staging import atomic_write_text
@@ -34,8 +34,13 @@ class ALConfig:
         "help": f"Acquisition function: {', '.join(sorted(acquisition.ACQUISITIONS))} (or one you registered)."})
     n_acquire: int = field(default=128, metadata={"help": "Galaxies sent to volunteers per iteration."})
     selection: str = field(default="top", metadata={
-        "help": "How the batch is taken from the scores: 'top' (the n_acquire best) or 'power' (drawn in proportion "
-                "to the score: informative galaxies, spread over the pool; Kirsch et al. 2023)."})
+        "help": "How the batch is taken from the scores: 'top' (the n_acquire best), 'power' (drawn in proportion "
+                "to the score: informative galaxies, spread over the pool; Kirsch et al. 2023) or 'diverse' (the "
+                "diverse_candidates x n_acquire best, clustered by the model's embedding; the most typical of each "
+                "cluster; Zhdanov 2019). The random arm always draws uniformly."})
+    diverse_candidates: int = field(default=40, metadata={
+        "help": "selection=diverse: the best-scored galaxies clustered, per galaxy acquired (Zhdanov's beta): 1 is "
+                "top-k; pool size / n_acquire clusters the whole pool, weighted by the score."})
     n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy (per member)."})
     members: int = field(default=1, metadata={
         "help": "Models trained per iteration, each from its own seed: the pool is scored with all their MC samples "
@@ -78,8 +83,10 @@ class ALConfig:
         problems = []
         if self.oracle not in ("simulated", "zooniverse"):
             problems.append(f"oracle must be 'simulated' or 'zooniverse', got {self.oracle!r}")
-        if self.selection not in acquisition.SELECTIONS:
-            problems.append(f"selection must be one of {list(acquisition.SELECTIONS)}, got {self.selection!r}")
+        if self.selection not in selection.SELECTIONS:
+            problems.append(f"selection must be one of {list(selection.SELECTIONS)}, got {self.selection!r}")
+        if self.diverse_candidates < 1:
+            problems.append(f"diverse_candidates must be >= 1, got {self.diverse_candidates}")
         if self.n_acquire < 1:
             problems.append(f"n_acquire must be >= 1, got {self.n_acquire}")
         if self.n_samples < 1:
@@ -129,7 +136,11 @@ def default_model_name(state_path: str | Path, arm: str) -> str:
 
 def iteration_dir(state: PoolState, iteration: int) -> Path:
     """Where an iteration's files go: beside the campaign's state file."""
-    return Path(state.path).parent / f"iteration_{iteration:03d}"
+    return iteration_folder(state.path, iteration)
+
+
+def iteration_folder(state_path: str | Path, iteration: int) -> Path:
+    return Path(state_path).parent / f"iteration_{iteration:03d}"
 
 
 def rejects_path(state: PoolState, iteration: int) -> Path:
@@ -143,13 +154,65 @@ def _write_rejects(rejected: pd.DataFrame, path: Path) -> Path:
     return path
 
 
-def score_pool(chunks: Iterable[Predictions], name: str, n_volunteers: float, seed: int) -> tuple[list[str], np.ndarray]:
-    """Acquisition scores chunk by chunk, so the pool's samples never need to be in memory at once."""
-    ids, scores = [], []
+def candidates_path(state: PoolState, iteration: int) -> Path:
+    """The embeddings of an iteration's best-scored galaxies, kept for a diverse selection."""
+    return iteration_dir(state, iteration) / "candidates.npz"
+
+
+def score_pool(chunks: Iterable[Predictions], name: str, n_volunteers: float, seed: int,
+               keep: int = 0) -> tuple[list[str], np.ndarray, dict | None]:
+    """Acquisition scores chunk by chunk, so the pool's samples never need to be in memory at once;
+    with `keep` > 0, also the embeddings of the `keep` best-scored galaxies ({"id_str", "score",
+    "features"}), held to that many as the chunks go by."""
+    ids, scores, kept = [], [], None
     for i, chunk in enumerate(chunks):
         ids.extend(chunk.id_str.tolist())
         scores.append(acquisition.score(name, chunk, n_volunteers=n_volunteers, seed=seed + i))
-    return ids, np.concatenate(scores) if scores else np.zeros(0)
+        if keep:
+            kept = _best_of(kept, chunk, scores[-1], keep)
+    return ids, np.concatenate(scores) if scores else np.zeros(0), kept
+
+
+def _best_of(kept: dict | None, chunk: Predictions, scores: np.ndarray, keep: int) -> dict:
+    if chunk.features is None:
+        raise ValueError("selection='diverse' clusters the pool galaxies' embeddings, and the predict step gave "
+                         "none. Fix: predict with features (Predictions.features), or use selection='top'.")
+    new = {"id_str": np.asarray(chunk.id_str).astype(str), "score": scores,
+           "features": np.asarray(chunk.features, np.float32)}
+    if kept is not None:
+        new = {key: np.concatenate([kept[key], new[key]]) for key in new}
+    best = np.lexsort((new["id_str"], -new["score"]))[:keep]
+    return {key: value[best] for key, value in new.items()}
+
+
+def _save_candidates(path: Path, kept: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    with open(partial, "wb") as f:
+        np.savez(f, **kept)
+    partial.replace(path)  # all or nothing: a crash leaves the old file or none
+
+
+def arm_selection(config: ALConfig) -> str:
+    """How this arm takes its batch: the configured selection, except that the random arm always takes
+    its k random scores as they are, a uniform draw: the baseline stays the baseline."""
+    return "top" if config.acquisition == "random" else config.selection
+
+
+def _select(state: PoolState, iteration: int, table: pd.DataFrame, config: ALConfig) -> np.ndarray:
+    """The iteration's batch (see `arm_selection`)."""
+    k, seed = min(config.n_acquire, len(table)), config.seed + 1000 * iteration + 7
+    how = arm_selection(config)
+    if how != "diverse":
+        return selection.select(table["score"].to_numpy(), table["id_str"].to_numpy(), k, how, seed=seed)
+    path = candidates_path(state, iteration)
+    if not path.exists():
+        raise RuntimeError(f"Iteration {iteration} was scored without keeping the embeddings a diverse selection "
+                           f"needs ({path} is missing): it was predicted with another selection. Fix: finish this "
+                           "iteration with that selection and switch from the next one.")
+    with np.load(path) as kept:
+        return selection.diverse_k(kept["score"], kept["id_str"], kept["features"], min(k, len(kept["score"])),
+                                   seed=seed, candidates=config.diverse_candidates)
 
 
 def run_iteration(state: PoolState, steps: Steps, config: ALConfig) -> IterationOutcome:
@@ -163,11 +226,15 @@ def run_iteration(state: PoolState, steps: Steps, config: ALConfig) -> Iteration
 
     if not state.is_done(iteration, "predict"):
         pool = state.pool_ids()
-        ids, scores = score_pool(steps.predict(iteration, pool, train_info), config.acquisition,
-                                 config.n_volunteers, config.seed + 1000 * iteration)
+        keep = selection.candidates_needed(arm_selection(config), min(config.n_acquire, len(pool)),
+                                           config.diverse_candidates)
+        ids, scores, kept = score_pool(steps.predict(iteration, pool, train_info), config.acquisition,
+                                       config.n_volunteers, config.seed + 1000 * iteration, keep=keep)
         if sorted(ids) != sorted(pool):
             raise RuntimeError(f"predict returned {len(ids)} galaxies for a pool of {len(pool)}; every pool "
                                "galaxy needs a score.")
+        if kept is not None:
+            _save_candidates(candidates_path(state, iteration), kept)
         with state.stage(iteration, "predict") as info:
             state.record_scores(iteration, ids, scores)
             info.update(n_scored=len(ids), score_mean=float(np.mean(scores)) if len(scores) else None)
@@ -175,9 +242,7 @@ def run_iteration(state: PoolState, steps: Steps, config: ALConfig) -> Iteration
 
     if not state.is_done(iteration, "acquire"):
         table = state.scores(iteration)
-        chosen = acquisition.select(table["score"].to_numpy(), table["id_str"].to_numpy(),
-                                    min(config.n_acquire, len(table)), config.selection,
-                                    seed=config.seed + 1000 * iteration + 7)
+        chosen = _select(state, iteration, table, config)
         with state.stage(iteration, "acquire") as info:
             state.acquire(iteration, list(chosen))
             info["n_acquired"] = len(chosen)

@@ -56,6 +56,7 @@ class ModelMeta:
     def schema_obj(self) -> Schema:
         return Schema.from_dict(self.schema)
 
-    def predictions(self, ids, samples: np.ndarray) -> Predictions:
-        """Samples (galaxies, outputs, T) of this model as a Predictions value."""
-        return Predictions(np.asarray(ids), samples, self.output, self.schema_obj, self.question)
+    def predictions(self, ids, samples: np.ndarray, features: np.ndarray | None = None) -> Predictions:
+        """Samples (galaxies, outputs, T) of this model as a Predictions value (with each galaxy's
+        embedding, `features`, when given)."""
+        return Predictions(np.asarray(ids), samples, self.output, self.schema_obj, self.question, features)

@@ -29,6 +29,7 @@ class Predictions:
     kind: str  # "dirichlet" or "binomial"
     schema: Schema
     question: str | None = None  # the one question of a binomial model
+    features: np.ndarray | None = None  # (n_galaxies, n_features): the model's embedding, when asked for
 
     def __post_init__(self):
         if self.kind not in KINDS:
@@ -41,6 +42,9 @@ class Predictions:
         if self.samples.shape[1] != expected:
             raise ValueError(f"A {self.kind} model has {expected} outputs per galaxy; samples have "
                              f"{self.samples.shape[1]}.")
+        if self.features is not None and (self.features.ndim != 2 or len(self.features) != len(self.id_str)):
+            raise ValueError(f"features must have shape (n_galaxies={len(self.id_str)}, n_features); "
+                             f"got {self.features.shape}.")
         if self.kind == "binomial" and self.question not in self.schema.question_names:
             raise ValueError(f"A binomial model names its question; {self.question!r} is not one of "
                              f"{list(self.schema.question_names)}.")
@@ -89,4 +93,5 @@ class Predictions:
             raise KeyError(f"These {self.kind} predictions cover {list(self.questions)}, not {question!r}.")
 
     def subset(self, index) -> Predictions:
-        return Predictions(self.id_str[index], self.samples[index], self.kind, self.schema, self.question)
+        features = None if self.features is None else self.features[index]
+        return Predictions(self.id_str[index], self.samples[index], self.kind, self.schema, self.question, features)

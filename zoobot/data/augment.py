@@ -53,10 +53,12 @@ def random_view(images: tf.Tensor, seed: tf.Tensor, zoom: float = ZOOM) -> tf.Te
         interpolation="BILINEAR", fill_mode="REFLECT")
 
 
-def prepare(dataset: tf.data.Dataset, channels: int, augment: bool, seed: int | None = None) -> tf.data.Dataset:
+def prepare(dataset: tf.data.Dataset, channels: int, augment: bool, seed: int | tf.Variable | None = None
+            ) -> tf.data.Dataset:
     """Batches of {'image', ...} -> (float32 images in 0..255, with the model's channels) and the rest.
 
-    With `augment`, batch i gets the random view drawn from (seed, i).
+    With `augment`, batch i gets the random view drawn from (seed, i). `seed` may be an int64
+    tf.Variable, read each time the dataset is iterated: one pipeline then serves every epoch.
     """
     if not augment:
         def transform(batch):
@@ -64,10 +66,10 @@ def prepare(dataset: tf.data.Dataset, channels: int, augment: bool, seed: int | 
 
         return dataset.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
 
-    base = tf.constant(0 if seed is None else int(seed), tf.int64)
+    base = seed if isinstance(seed, tf.Variable) else tf.constant(0 if seed is None else int(seed), tf.int64)
 
     def transform_seeded(index, batch):
         images = match_channels(tf.cast(batch["image"], tf.float32), channels)
-        return {**batch, "image": random_view(images, tf.stack([base, index]))}
+        return {**batch, "image": random_view(images, tf.stack([tf.convert_to_tensor(base), index]))}
 
     return dataset.enumerate().map(transform_seeded, num_parallel_calls=tf.data.AUTOTUNE)

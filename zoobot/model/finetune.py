@@ -35,9 +35,9 @@ from zoobot.model.losses import OUTPUTS, resolve_question
 from zoobot.model.network import FEATURES_LAYER, ModelConfig, add_head, safe_name
 from zoobot.model.sampling import all_layers
 from zoobot.model.precision import model_precision
-from zoobot.model.train import (DataForEpoch, TrainConfig, TrainResult, compile_model, finish, fit_epochs,
-                                is_chief, model_image_shape,
-                                shard_data, steps_per_epoch, validation_batches)
+from zoobot.model.inputs import DataForEpoch, shard_data, steps_per_epoch, validation_batches
+from zoobot.model.train import (TrainConfig, TrainResult, compile_model, finish, fit_epochs, is_chief,
+                                model_image_shape)
 
 
 @dataclass(frozen=True)

@@ -64,18 +64,28 @@ def reseed(model: keras.Model, seed: int) -> None:
 
 
 def mc_predict(model: keras.Model, images, n_samples: int, trunk_head=None, *,
-               batch_size: int = 128) -> np.ndarray:
+               batch_size: int = 128, with_features: bool = False):
     """MC-dropout samples of the outputs, float32 (B, n_outputs, n_samples): the trunk once, the head
     n_samples times.
 
     `images`: an array or tensor (B, H, W, C), or a tf.data.Dataset of image batches or of
     (images, labels) batches. Pass `trunk_head=split_trunk_head(model)` when calling repeatedly,
-    to reuse the compiled functions.
+    to reuse the compiled functions. `with_features=True` returns (samples, features) with the
+    deterministic trunk's output per galaxy as well (`embedding`), at no extra cost.
     """
     _check_n_samples(n_samples)
     trunk, head = trunk_head if trunk_head is not None else split_trunk_head(model)
     features = np.concatenate([trunk.predict_on_batch(batch) for batch in _batches(images, batch_size)])
-    return head_samples(head, features, n_samples)
+    samples = head_samples(head, features, n_samples)
+    return (samples, embedding(features)) if with_features else samples
+
+
+def embedding(features) -> np.ndarray:
+    """The trunk's output as one float32 vector per galaxy: as it is when the trunk ends in a dense
+    layer (the default, where the head's dropout starts), averaged over the image axes when the
+    cut is earlier (dropout in the trunk) and the output is still a feature map."""
+    features = np.asarray(features, dtype=np.float32)
+    return features.mean(axis=tuple(range(1, features.ndim - 1))) if features.ndim > 2 else features
 
 
 HEAD_ELEMENTS = 2 ** 24  # head inputs per call (64 MB of float32): bounds memory for a trunk-dropout head

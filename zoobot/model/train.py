@@ -1,7 +1,7 @@
 """Training a Zoobot model on shards, resumable from its last epoch.
 
-Read top to bottom: the strategy, the data, the model, then fit, one epoch at a time, saving the
-checkpoint (`zoobot.model.checkpoint`) after each; a process killed at any moment restarts from the
+Read top to bottom: the strategy, the model, then fit, one epoch at a time (the batches of each from
+`zoobot.model.inputs`), saving the checkpoint (`zoobot.model.checkpoint`) after each; a process killed at any moment restarts from the
 last finished epoch with nothing lost or repeated.
 
 No MLflow here: the caller passes Keras callbacks (the tracking one among them) and a `meta` dict
@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -21,11 +20,10 @@ import keras
 import tensorflow as tf
 
 from zoobot.core.calibration import Calibration
-from zoobot.data import augment
-from zoobot.data.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
-from zoobot.data.shards import make_dataset, memory_batches, split_in_memory
+from zoobot.data.manifest import Manifest
 from zoobot.model.checkpoint import Checkpoint, CheckpointCallback
 from zoobot.model.losses import fraction_rmse_metric, make_loss, question_loss_metrics
+from zoobot.model.inputs import DataForEpoch, epoch_seed, shard_data, steps_per_epoch, validation_batches
 from zoobot.model.network import ModelConfig, build_model
 from zoobot.model.optimizers import LayerwiseAdam
 from zoobot.model.sampling import reseed
@@ -146,73 +144,6 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
 
 
-# -- data --------------------------------------------------------------------------------------------
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The seed of one epoch's shuffle, augmentation and dropout masks (epoch 0-based).
-
-    Every epoch draws its randomness afresh from (seed, epoch), never from a generator carried over
-    from the epoch before, so an epoch replayed after a crash is the epoch the uninterrupted run had.
-    """
-    return (int(seed) * 1_000_003 + int(epoch) * 7919 + 1) % (2**31 - 1)
-
-
-def training_data(manifest: Manifest, split: str, config: TrainConfig, channels: int, training: bool,
-                  n_replicas: int = 1, epoch: int = 0, arrays: dict | None = None) -> tf.data.Dataset:
-    """(images float32 0..255, vote counts float32) batches of one labelled split, for Keras;
-    shuffled and augmented (when training) by the epoch's seed. From `arrays` (the split already in
-    memory, `split_in_memory`) when given, else streamed from the shards.
-
-    With several replicas every batch must split evenly between them, so the ragged last batch is
-    dropped (at most batch_size - 1 galaxies an epoch, a different few each epoch when shuffled).
-    """
-    drop = n_replicas > 1
-    seed = epoch_seed(config.seed, epoch)
-    if arrays is not None:
-        dataset = memory_batches(arrays, config.batch_size, shuffle=training, seed=seed, drop_remainder=drop)
-    else:
-        dataset = make_dataset(manifest, split, batch_size=config.batch_size, shuffle=training, seed=seed,
-                               drop_remainder=drop)
-    return keras_batches(dataset, manifest.split(split).count, config, channels, training, drop, seed=seed)
-
-
-def keras_batches(dataset: tf.data.Dataset, count: int, config: TrainConfig, channels: int, training: bool,
-                  dropped_remainder: bool = False, seed: int | None = None) -> tf.data.Dataset:
-    """Batches of {'image', 'labels', ...} -> (augmented float32 images, float32 counts) of known length."""
-    # TFRecords have no known length; telling tf.data spares Keras a guess (and a warning) each epoch.
-    n_batches = count // config.batch_size if dropped_remainder else -(-count // config.batch_size)
-    if n_batches == 0:
-        raise ValueError(f"{count} galaxies are fewer than one batch of {config.batch_size} over the replicas; "
-                         "use a smaller batch_size.")
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(n_batches))
-    seed = config.seed if seed is None else seed
-    dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=seed)
-    return dataset.map(lambda b: (b[FEATURE_IMAGE], tf.cast(b[FEATURE_LABELS], tf.float32)),
-                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
-
-
-def worker_data(strategy: tf.distribute.Strategy, manifest: Manifest, split: str, config: TrainConfig,
-                channels: int, training: bool, epoch: int):
-    """One epoch of a split for a multi-worker job: each worker reads every n-th galaxy, and all
-    take the same number of steps (collective all-reduce needs every worker at every step)."""
-    count = manifest.split(split).count
-    seed = epoch_seed(config.seed, epoch)
-
-    def per_worker(context: tf.distribute.InputContext) -> tf.data.Dataset:
-        batch = context.get_per_replica_batch_size(config.batch_size)
-        steps = (count // context.num_input_pipelines) // batch
-        if steps == 0:
-            raise ValueError(f"The '{split}' split's {count} galaxies are fewer than one batch of {config.batch_size} "
-                             f"over {context.num_input_pipelines} workers; use a smaller batch_size.")
-        dataset = make_dataset(manifest, split, batch_size=batch, shuffle=training, seed=seed, drop_remainder=True,
-                               shard=(context.num_input_pipelines, context.input_pipeline_id)).take(steps)
-        dataset = augment.prepare(dataset, channels, augment=training and config.augment, seed=seed)
-        return dataset.map(lambda b: (b[FEATURE_IMAGE], tf.cast(b[FEATURE_LABELS], tf.float32))).prefetch(2)
-
-    return strategy.distribute_datasets_from_function(per_worker)
-
-
 def model_image_shape(manifest: Manifest, config: TrainConfig) -> tuple[int, int, int]:
     height, width, channels = manifest.image_shape
     return height, width, 1 if config.greyscale else channels
@@ -251,15 +182,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int,
     if config.weight_decay:
         return keras.optimizers.AdamW(rate, weight_decay=config.weight_decay)
     return keras.optimizers.Adam(rate)
-
-
-def steps_per_epoch(train_batches, manifest: Manifest, config: TrainConfig) -> int:
-    """Batches in one training epoch: the dataset's known length, else the train split's size."""
-    n = int(train_batches.cardinality()) if isinstance(train_batches, tf.data.Dataset) else -1
-    return n if n > 0 else max(1, -(-manifest.split("train").count // config.batch_size))
-
-
-DataForEpoch = Callable[[int], tuple[tf.data.Dataset, tf.data.Dataset]]
 
 
 def train(
@@ -305,13 +227,6 @@ def train(
     return finish(model, checkpoint, config, chief, resumed_from, held_out, strategy, schema)
 
 
-def validation_batches(manifest: Manifest, config: TrainConfig, channels: int) -> tf.data.Dataset | None:
-    """The shards' validation split as (images, counts) batches, in order and unaugmented; None without one."""
-    if not manifest.counts.get("validation"):
-        return None
-    return training_data(manifest, "validation", config, channels, training=False)
-
-
 def finish(model: keras.Model, checkpoint: Checkpoint, config: TrainConfig, chief: bool,
            resumed_from: int, held_out: tf.data.Dataset | None = None,
            strategy: tf.distribute.Strategy | None = None, schema=None) -> TrainResult:
@@ -354,26 +269,6 @@ def _calibrate(model: keras.Model, config: TrainConfig, held_out, strategy, sche
                       "scales left at 1.")
     calibration = calibrate(model, held_out, schema, seed=config.seed)
     return calibration, calibration.summary()
-
-
-def shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy, channels: int) -> DataForEpoch:
-    """(train, validation) batches of an epoch from the shards: 'validation', or 'train' without one."""
-    replicas = strategy.num_replicas_in_sync
-    val_split = "validation" if manifest.counts.get("validation") else "train"
-    if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
-        def data(epoch):
-            return (worker_data(strategy, manifest, "train", config, channels, True, epoch),
-                    worker_data(strategy, manifest, val_split, config, channels, False, 0))
-    else:
-        # small splits are read once and kept in memory; the validation batches are the same every epoch
-        train_arrays = split_in_memory(manifest, "train")
-        val_arrays = train_arrays if val_split == "train" else split_in_memory(manifest, val_split)
-        validation = training_data(manifest, val_split, config, channels, False, replicas, arrays=val_arrays)
-
-        def data(epoch):
-            return (training_data(manifest, "train", config, channels, True, replicas, epoch, arrays=train_arrays),
-                    validation)
-    return data
 
 
 def fit_epochs(model: keras.Model, strategy: tf.distribute.Strategy, data: DataForEpoch, config: TrainConfig,

@@ -4,13 +4,16 @@ random. What `zoobot active_learning`, its entry point, the `main` pipeline and 
 
 The campaign is one MLflow run (its id kept in WORK_DIR/campaign_run.json, so a restarted campaign
 logs into it) with one nested run per (arm, iteration). Each arm's state is its own SQLite file, so
-a campaign killed at any moment continues where it stopped.
+a campaign killed at any moment continues where it stopped. Every arm's first model would be the
+same model (same labelled galaxies, settings and seed), so it is trained once, by the first arm, and
+the others start from a copy of its checkpoint (`share_start`).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,7 +36,11 @@ class CampaignConfig:
         "help": "Folder for each arm's state database, models and predictions."})
     n_acquire: int = field(default=128, metadata={"help": "Galaxies acquired per iteration."})
     selection: str = field(default="top", metadata={
-        "help": "'top' (the n_acquire best scores) or 'power' (drawn in proportion to the score)."})
+        "help": "'top' (the n_acquire best scores), 'power' (drawn in proportion to the score) or 'diverse' (the "
+                "diverse_candidates x n_acquire best, clustered by the model's embedding; the most typical of each "
+                "cluster)."})
+    diverse_candidates: int = field(default=40, metadata={
+        "help": "selection=diverse: the best-scored galaxies clustered, per galaxy acquired (1 = top-k)."})
     n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy (per member)."})
     members: int = field(default=1, metadata={
         "help": "Models per iteration (a deep ensemble of MC-dropout models scores the pool)."})
@@ -65,7 +72,8 @@ class CampaignConfig:
     def arm_config(self, arm: str) -> ALConfig:
         return ALConfig(
             state=str(Path(self.work_dir) / arm / "state.db"), shards=self.shards, acquisition=arm,
-            n_acquire=self.n_acquire, selection=self.selection, n_samples=self.n_samples,
+            n_acquire=self.n_acquire, selection=self.selection, diverse_candidates=self.diverse_candidates,
+            n_samples=self.n_samples,
             members=self.members, n_volunteers=self.n_volunteers,
             warm_start=self.warm_start, initial_model=self.initial_model, epochs=self.epochs,
             batch_size=self.batch_size,
@@ -104,6 +112,8 @@ def run_arm(config: CampaignConfig, model_config: ModelConfig, arm: str, say: Ca
     from zoobot.active.pool import PoolState
 
     arm_config = config.arm_config(arm)
+    if share_start(config, arm):
+        say(f"{arm}: iteration 1 starts from the {config.arm_list[0]} arm's model (the same labelled galaxies)")
     while True:
         if Path(arm_config.state).exists():
             with PoolState.open(arm_config.state) as state:
@@ -112,3 +122,26 @@ def run_arm(config: CampaignConfig, model_config: ModelConfig, arm: str, say: Ca
         outcome, state = run_logged_iteration(arm_config, model_config, arm=arm, nested=True)
         state.close()
         say(f"{arm}: iteration {outcome.iteration} done, {outcome.n_labelled} labelled")
+
+
+def share_start(config: CampaignConfig, arm: str) -> bool:
+    """Give an arm that has not started the first arm's finished iteration-1 checkpoints. The first
+    iteration of every arm trains on the same labelled galaxies with the same settings and seed, so
+    training it again would give the same weights (training is a function of its seed:
+    tests/test_train.py) at the cost of a whole training. From the copy, the arm's iteration 1 only
+    loads the best epoch, evaluates and registers it, and logs the copied epochs' metrics into its
+    own run. True when it copied."""
+    from zoobot.active.loop import iteration_folder
+    from zoobot.model.checkpoint import Checkpoint
+
+    first = config.arm_list[0]
+    state = Path(config.arm_config(arm).state)
+    if arm == first or state.exists():
+        return False
+    source = iteration_folder(config.arm_config(first).state, 1)
+    checkpoints = sorted(source.glob("checkpoint*"))
+    if not checkpoints or not all(Checkpoint(c).state.get("finished") for c in checkpoints):
+        return False
+    for checkpoint in checkpoints:  # a copy killed halfway is made again: the arm has no state yet
+        shutil.copytree(checkpoint, iteration_folder(state, 1) / checkpoint.name, dirs_exist_ok=True)
+    return True

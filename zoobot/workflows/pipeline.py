@@ -70,6 +70,14 @@ class PipelineConfig:
                 "'dirichlet' (the whole tree, as the train step's)."})
     arms: str = field(default="bald,random", metadata={"help": "Acquisition functions the campaign compares."})
     n_acquire: int = field(default=50, metadata={"help": "Galaxies acquired per AL iteration."})
+    al_selection: str = field(default="diverse", metadata={
+        "help": "How the campaign takes each batch from the scores: 'top', 'power' or 'diverse' (see "
+                "`zoobot active_learning --help`); the random arm always draws uniformly. diverse over the "
+                "whole pool was below random at 10 of 12 iterations over four seeds, top-k at 5 "
+                "(benchmarks/results/al-selection-2026-12-07.md)."})
+    al_diverse_candidates: int = field(default=40, metadata={
+        "help": "al_selection=diverse: the best-scored galaxies clustered, per galaxy acquired (40 x 50: the "
+                "default campaign's whole pool)."})
     registered_model_name: str = field(default="zoobot-default", metadata={
         "help": "Registry name of the trained model (the first version, and any better one, becomes @champion)."})
     seed: int = field(default=1, metadata={"help": "Seed of the simulation, the splits and training."})
@@ -85,6 +93,12 @@ class PipelineConfig:
             raise ValueError("steps is empty; give e.g. 'all' or 'convert,train'.")
         if self.catalog and "simulate" in chosen and self.steps != "all":
             raise ValueError("steps includes 'simulate' but a catalog was given; drop one of them.")
+        from zoobot.core.selection import SELECTIONS
+
+        if self.al_selection not in SELECTIONS:  # before the survey is made and the model trained, not after
+            raise ValueError(f"al_selection must be one of {list(SELECTIONS)}; found {self.al_selection!r}.")
+        if self.al_diverse_candidates < 1:
+            raise ValueError(f"al_diverse_candidates must be >= 1; found {self.al_diverse_candidates}.")
         if self.al_output not in ("binomial", "dirichlet"):
             raise ValueError(f"al_output must be 'binomial' or 'dirichlet'; found {self.al_output!r}.")
         if "active_learning" in chosen and self.labelled_size <= 0:
@@ -187,6 +201,8 @@ def active_learning_step(config: PipelineConfig, shards_uri: str) -> Step:
         "iterations": config.al_iterations,
         "arms": config.arms,
         "n_acquire": config.n_acquire,
+        "selection": config.al_selection,
+        "diverse_candidates": config.al_diverse_candidates,
         "epochs": config.al_epochs,
         "filters": config.filters,
         "dense_units": config.al_dense_units,
