@@ -92,6 +92,9 @@ def test_campaign_through_a_server_then_killed_and_resumed(mlflow_server, al_sha
     first = [json.loads((tmp_path / "clean" / arm / "iteration_001" / "checkpoint" / "state.json").read_text())
              for arm in ("bald", "random")]
     assert first[0]["history"] == first[1]["history"] and "random: iteration 1 starts from the bald" in result.stdout
+    # the same model scores the same on the test split in both arms (its dropout masks come from the seed)
+    first_loss = {r.data.tags["arm"]: r.data.metrics["test_loss"] for r in children if r.data.tags["iteration"] == "1"}
+    assert first_loss["bald"] == first_loss["random"]
     (random_1,) = [r for r in children if (r.data.tags["arm"], r.data.tags["iteration"]) == ("random", "1")]
     assert len(client.get_metric_history(random_1.info.run_id, "val_loss")) == len(first[0]["history"]["val_loss"])
 

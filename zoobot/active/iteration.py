@@ -37,6 +37,7 @@ from zoobot.model.inputs import EpochsInMemory, epoch_seed, keras_batches, train
 from zoobot.model.train import Checkpoint, TrainConfig, train
 
 LABELLED_SPLITS = ("train", "pool")  # where labelled galaxies' records live
+TEST_EPOCH = 20_000  # the "epoch" whose seed draws the test evaluation's dropout masks: none trains that long
 
 
 def create_state(path: Path, manifest: Manifest, meta: dict) -> PoolState:
@@ -183,6 +184,9 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
                            initial_weights=warm, calibration_data=held_out)
 
     test_batches = training_data(manifest, "test", train_config, channels, False)
+    # the test loss is taken with dropout on (one mask per galaxy): masks from the seed, so the same model
+    # always scores the same (every arm's first, shared model too), whatever ran in the process before
+    reseed(result.model, epoch_seed(seed, TEST_EPOCH))
     test = result.model.evaluate(test_batches, return_dict=True, verbose=0)
     meta = ModelMeta(manifest.schema, model_config.output, model_config.question or None,
                      image_shape=tuple(result.model.input_shape[1:]), val_loss=result.best_val_loss)
