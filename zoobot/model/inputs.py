@@ -9,7 +9,7 @@ killed job replay exactly the epochs it lost.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
@@ -20,8 +20,13 @@ from zoobot.data import augment
 from zoobot.data.manifest import FEATURE_IMAGE, FEATURE_LABELS, Manifest
 from zoobot.data.shards import make_dataset, memory_batches, split_in_memory
 
-if TYPE_CHECKING:
-    from zoobot.model.train import TrainConfig
+
+class Batching(Protocol):
+    """What the input functions read of a training job's settings (a TrainConfig has them all)."""
+    batch_size: int
+    seed: int
+    augment: bool
+
 
 DataForEpoch = Callable[[int], tuple[tf.data.Dataset, tf.data.Dataset]]
 
@@ -35,7 +40,7 @@ def epoch_seed(seed: int, epoch: int) -> int:
     return (int(seed) * 1_000_003 + int(epoch) * 7919 + 1) % (2**31 - 1)
 
 
-def training_data(manifest: Manifest, split: str, config: TrainConfig, channels: int, training: bool,
+def training_data(manifest: Manifest, split: str, config: Batching, channels: int, training: bool,
                   n_replicas: int = 1, epoch: int = 0, arrays: dict | None = None) -> tf.data.Dataset:
     """(images float32 0..255, vote counts float32) batches of one labelled split, for Keras;
     shuffled and augmented (when training) by the epoch's seed. From `arrays` (the split already in
@@ -54,7 +59,7 @@ def training_data(manifest: Manifest, split: str, config: TrainConfig, channels:
     return keras_batches(dataset, manifest.split(split).count, config, channels, training, drop, seed=seed)
 
 
-def keras_batches(dataset: tf.data.Dataset, count: int, config: TrainConfig, channels: int, training: bool,
+def keras_batches(dataset: tf.data.Dataset, count: int, config: Batching, channels: int, training: bool,
                   dropped_remainder: bool = False, seed: int | tf.Variable | None = None) -> tf.data.Dataset:
     """Batches of {'image', 'labels', ...} -> (augmented float32 images, float32 counts) of known length."""
     # TFRecords have no known length; telling tf.data spares Keras a guess (and a warning) each epoch.
@@ -79,7 +84,7 @@ class EpochsInMemory:
     give. One device only: a mirrored strategy rewrites the pipeline per call, use `training_data`.
     """
 
-    def __init__(self, arrays: dict, config: TrainConfig, channels: int):
+    def __init__(self, arrays: dict, config: Batching, channels: int):
         n = len(arrays[FEATURE_IMAGE])
         self._order = tf.Variable(tf.range(n, dtype=tf.int64), trainable=False, name="epoch_order")
         self._seed = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch_seed")
@@ -101,7 +106,7 @@ class EpochsInMemory:
         return self.dataset
 
 
-def worker_data(strategy: tf.distribute.Strategy, manifest: Manifest, split: str, config: TrainConfig,
+def worker_data(strategy: tf.distribute.Strategy, manifest: Manifest, split: str, config: Batching,
                 channels: int, training: bool, epoch: int):
     """One epoch of a split for a multi-worker job: each worker reads every n-th galaxy, and all
     take the same number of steps (collective all-reduce needs every worker at every step)."""
@@ -122,20 +127,20 @@ def worker_data(strategy: tf.distribute.Strategy, manifest: Manifest, split: str
     return strategy.distribute_datasets_from_function(per_worker)
 
 
-def steps_per_epoch(train_batches, manifest: Manifest, config: TrainConfig) -> int:
+def steps_per_epoch(train_batches, manifest: Manifest, config: Batching) -> int:
     """Batches in one training epoch: the dataset's known length, else the train split's size."""
     n = int(train_batches.cardinality()) if isinstance(train_batches, tf.data.Dataset) else -1
     return n if n > 0 else max(1, -(-manifest.split("train").count // config.batch_size))
 
 
-def validation_batches(manifest: Manifest, config: TrainConfig, channels: int) -> tf.data.Dataset | None:
+def validation_batches(manifest: Manifest, config: Batching, channels: int) -> tf.data.Dataset | None:
     """The shards' validation split as (images, counts) batches, in order and unaugmented; None without one."""
     if not manifest.counts.get("validation"):
         return None
     return training_data(manifest, "validation", config, channels, training=False)
 
 
-def shard_data(config: TrainConfig, manifest: Manifest, strategy: tf.distribute.Strategy, channels: int) -> DataForEpoch:
+def shard_data(config: Batching, manifest: Manifest, strategy: tf.distribute.Strategy, channels: int) -> DataForEpoch:
     """(train, validation) batches of an epoch from the shards: 'validation', or 'train' without one."""
     replicas = strategy.num_replicas_in_sync
     val_split = "validation" if manifest.counts.get("validation") else "train"
