@@ -5,6 +5,10 @@ that records it.
 `real_steps` assembles these into the `Steps` that the framework-free loop (`zoobot.active.loop`)
 runs; `run_logged_iteration` runs the next unfinished iteration of a campaign as an MLflow run,
 registering its model through the `on_trained` hook.
+
+(Just over the ~400-line guide on purpose: the data, training, scoring and logging of one iteration
+are one sequence a reader follows top to bottom; the batch selection already lives in
+`zoobot.core.selection` and the training inputs in `zoobot.model.inputs`.)
 """
 
 from __future__ import annotations
