@@ -291,3 +291,27 @@ def test_a_campaign_started_from_a_trained_model_finetunes_it_then_continues_fro
     np.testing.assert_array_equal(first.get_layer("block1_conv1").get_weights()[0],
                                   base.get_layer("block1_conv1").get_weights()[0])
     assert outcome.train_info["warm_start"]  # iteration 2 continued from iteration 1's finetuned model
+
+
+def test_a_warm_started_iteration_trains_at_its_own_peak_learning_rate(al_shards, tmp_path, sqlite_tracking):
+    """warm_learning_rate: iteration 1 (from scratch) at learning_rate, iteration 2 (from iteration 1's
+    model) at the smaller warm peak, as each al_iteration run records (with the epoch it kept)."""
+    from mlflow import MlflowClient
+
+    from zoobot.active.iteration import run_logged_iteration
+    from zoobot.active.loop import ALConfig
+    from zoobot.model.network import ModelConfig
+
+    config = ALConfig(state=str(tmp_path / "lr" / "state.db"), shards=str(al_shards), n_acquire=4, n_samples=3,
+                      epochs=1, batch_size=8, min_epochs=0, learning_rate=1e-3, warm_learning_rate=2e-4,
+                      schedule="constant")
+    rates = []
+    for iteration in (1, 2):
+        outcome, state = run_logged_iteration(config, ModelConfig(output="binomial", **TINY_MODEL), arm="bald")
+        state.close()
+        assert outcome.train_info["warm_start"] == (iteration == 2)
+        rates.append(outcome.train_info["peak_learning_rate"])
+    assert rates == [1e-3, 2e-4]
+    runs = MlflowClient().search_runs(["0"], filter_string="tags.step = 'al_iteration'", order_by=["start_time"])
+    assert [r.data.metrics["peak_learning_rate"] for r in runs] == [1e-3, 2e-4]
+    assert all("best_epoch" in r.data.metrics for r in runs)

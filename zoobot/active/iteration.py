@@ -151,8 +151,12 @@ def train_iteration(iteration: int, state: PoolState, manifest: Manifest, config
 
 def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: ALConfig, model_config: ModelConfig,
                   folder: Path, name: str, seed: int, callbacks=(), base: Path | None = None) -> tuple[dict, object]:
+    previous = iteration_dir(state, iteration - 1) / f"checkpoint{name}" / "best.weights.h5"
+    warm = previous if config.warm_start and previous.is_file() else None
+    # a warm start continues a trained model: its own (smaller) peak, so the first epochs do not undo it
+    rate = config.warm_learning_rate if warm is not None and config.warm_learning_rate else config.learning_rate
     train_config = TrainConfig(shards=str(manifest.root), epochs=config.epochs, batch_size=config.batch_size,
-                               learning_rate=config.learning_rate, schedule=config.schedule,
+                               learning_rate=rate, schedule=config.schedule,
                                weight_decay=config.weight_decay, min_epochs=config.min_epochs,
                                patience=config.patience, seed=seed)
     ids = state.labelled_ids()
@@ -173,8 +177,6 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
 
     # the validation split calibrates the Dirichlet model; never the test split the arms are judged on
     held_out = val_batches if val_split == "validation" else None
-    previous = iteration_dir(state, iteration - 1) / f"checkpoint{name}" / "best.weights.h5"
-    warm = previous if config.warm_start and previous.is_file() else None
     with warnings.catch_warnings():
         # the previous model's weights file also holds its optimizer's moments; a warm start takes
         # only the weights, and Keras says so
@@ -197,7 +199,8 @@ def _train_member(iteration: int, state: PoolState, manifest: Manifest, config: 
     save_bundle(result.model, folder / f"model{name}", meta)
     info = {
         "model_dir": str(folder / f"model{name}"), "n_labelled": len(ids), "warm_start": warm is not None,
-        "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run,
+        "best_val_loss": result.best_val_loss, "epochs_run": result.epochs_run, "best_epoch": result.best_epoch,
+        "peak_learning_rate": rate,
         **{f"test_{k}": float(v) for k, v in test.items()},
         **(result.calibration.metrics() if result.calibration else {}),
     }

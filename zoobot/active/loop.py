@@ -33,11 +33,12 @@ class ALConfig:
     acquisition: str = field(default="bald", metadata={
         "help": f"Acquisition function: {', '.join(sorted(acquisition.ACQUISITIONS))} (or one you registered)."})
     n_acquire: int = field(default=128, metadata={"help": "Galaxies sent to volunteers per iteration."})
-    selection: str = field(default="top", metadata={
-        "help": "How the batch is taken from the scores: 'top' (the n_acquire best), 'power' (drawn in proportion "
-                "to the score: informative galaxies, spread over the pool; Kirsch et al. 2023) or 'diverse' (the "
-                "diverse_candidates x n_acquire best, clustered by the model's embedding; the most typical of each "
-                "cluster; Zhdanov 2019). The random arm always draws uniformly."})
+    selection: str = field(default="diverse", metadata={
+        "help": "How the batch is taken from the scores: 'diverse' (the diverse_candidates x n_acquire best, "
+                "clustered by the model's embedding, weighted by the score; the most typical of each cluster; "
+                "Zhdanov 2019), 'top' (the n_acquire best: the 2020 paper's way, near-copies of one kind of galaxy) "
+                "or 'power' (drawn in proportion to the score; Kirsch et al. 2023). The random arm always draws "
+                "uniformly."})
     diverse_candidates: int = field(default=40, metadata={
         "help": "selection=diverse: the best-scored galaxies clustered, per galaxy acquired (Zhdanov's beta): 1 is "
                 "top-k; pool size / n_acquire clusters the whole pool, weighted by the score."})
@@ -69,6 +70,9 @@ class ALConfig:
     epochs: int = field(default=30, metadata={"help": "Maximum epochs per iteration (the schedule's length)."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
+    warm_learning_rate: float = field(default=0.0, metadata={
+        "help": "Peak learning rate of an iteration that starts from the previous iteration's model (warm_start): "
+                "a smaller step keeps what that model learned instead of shaking it loose; 0 = learning_rate."})
     schedule: str = field(default="cosine", metadata={
         "help": "Learning rate over each iteration's training: 'constant' or 'cosine' (warm-up, then decay)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; 0 = plain Adam."})
@@ -93,6 +97,8 @@ class ALConfig:
             problems.append(f"n_samples must be >= 1, got {self.n_samples}")
         if self.members < 1:
             problems.append(f"members must be >= 1, got {self.members}")
+        if self.warm_learning_rate < 0:
+            problems.append(f"warm_learning_rate must be >= 0 (0 = learning_rate), got {self.warm_learning_rate}")
         if self.labels_map and self.oracle != "zooniverse":
             problems.append("labels_map applies to volunteers' reduced votes: use it with oracle='zooniverse'")
         if problems:

@@ -82,10 +82,13 @@ def label_efficiency_figure(root: Path, shards: Path, sizes: Sizes, seed: int, f
     with scratch_experiment(root / "al_tracking"), timing.quiet():
         outcome = in_own_thread(run_campaign, config, ModelConfig(output=output),
                                 say=lambda text: say(f"    {text}"))
-    return label_efficiency(outcome, sizes, flag, key)
+    batch = f"selection={config.selection}" + (f", {config.diverse_candidates} candidates per pick"
+                                               if config.selection == "diverse" else "")
+    return label_efficiency(outcome, sizes, flag, key, batch)
 
 
-def label_efficiency(outcome, sizes: Sizes, flag: str, key: str = "label_efficiency") -> Measurement:
+def label_efficiency(outcome, sizes: Sizes, flag: str, key: str = "label_efficiency",
+                     selection: str = "") -> Measurement:
     """Labels BALD needs / labels random needs, from a campaign's learning curves and label saving."""
     saving, curves = outcome.label_saving, outcome.curves
     value = float(1.0 - saving) if np.isfinite(saving) else None
@@ -93,7 +96,8 @@ def label_efficiency(outcome, sizes: Sizes, flag: str, key: str = "label_efficie
                                                   zip(c["n_labelled"], c["test_loss"])) for arm, c in curves.items())
     notes = (f"Paper: 0.40-0.65. zoobot.workflows.campaign.run_campaign, one arm each for {ARMS} from the same "
              f"{sizes.al_initial} labelled galaxies, {sizes.al_iterations} iterations of {sizes.al_acquire} acquired "
-             f"(T={sizes.al_samples}); test loss by labelled count: {curve_text}."
+             f"(T={sizes.al_samples}{f'; BALD batch: {selection}' if selection else ''}); test loss by labelled "
+             f"count: {curve_text}."
              + (f" Not computed: {outcome.reason}." if value is None else "") + flag)
     return Measurement(key, value, None, () if value is None else (value,), notes,
                        {arm: c.to_dict(orient="list") for arm, c in curves.items()})

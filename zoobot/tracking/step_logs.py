@@ -229,7 +229,7 @@ def log_iteration(outcome, state, manifest, only_missing: bool = False) -> None:
     metrics = {"iteration": step, "n_labelled": info.get("n_labelled", 0), "n_acquired": len(outcome.acquired),
                "n_labelled_after": outcome.n_labelled}
     metrics.update({k: v for k, v in info.items() if k.startswith(("test_", "calibration_"))
-                    or k in ("best_val_loss", "epochs_run")})
+                    or k in ("best_val_loss", "epochs_run", "best_epoch", "peak_learning_rate")})
     if state.is_done(step, "ingest"):
         metrics["n_labels_rejected"] = state.stage_info(step, "ingest").get("n_rejected", 0)
     logged = set(MlflowClient().get_run(mlflow.active_run().info.run_id).data.metrics) if only_missing else set()

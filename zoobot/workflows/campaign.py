@@ -35,10 +35,10 @@ class CampaignConfig:
     work_dir: str = field(default="data/active_learning", metadata={
         "help": "Folder for each arm's state database, models and predictions."})
     n_acquire: int = field(default=128, metadata={"help": "Galaxies acquired per iteration."})
-    selection: str = field(default="top", metadata={
-        "help": "'top' (the n_acquire best scores), 'power' (drawn in proportion to the score) or 'diverse' (the "
-                "diverse_candidates x n_acquire best, clustered by the model's embedding; the most typical of each "
-                "cluster)."})
+    selection: str = field(default="diverse", metadata={
+        "help": "'diverse' (the diverse_candidates x n_acquire best, clustered by the model's embedding; the most "
+                "typical of each cluster), 'top' (the n_acquire best scores) or 'power' (drawn in proportion to the "
+                "score)."})
     diverse_candidates: int = field(default=40, metadata={
         "help": "selection=diverse: the best-scored galaxies clustered, per galaxy acquired (1 = top-k)."})
     n_samples: int = field(default=15, metadata={"help": "MC-dropout samples per pool galaxy (per member)."})
@@ -52,6 +52,8 @@ class CampaignConfig:
     epochs: int = field(default=30, metadata={"help": "Maximum epochs per iteration (the schedule's length)."})
     batch_size: int = field(default=32, metadata={"help": "Galaxies per batch."})
     learning_rate: float = field(default=1e-3, metadata={"help": "Adam learning rate (the peak, with a schedule)."})
+    warm_learning_rate: float = field(default=0.0, metadata={
+        "help": "Peak learning rate of a warm-started iteration (from the previous model); 0 = learning_rate."})
     schedule: str = field(default="cosine", metadata={
         "help": "Learning rate over each iteration's training: 'constant' or 'cosine' (warm-up, then decay)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; 0 = plain Adam."})
@@ -77,7 +79,7 @@ class CampaignConfig:
             members=self.members, n_volunteers=self.n_volunteers,
             warm_start=self.warm_start, initial_model=self.initial_model, epochs=self.epochs,
             batch_size=self.batch_size,
-            learning_rate=self.learning_rate, schedule=self.schedule, weight_decay=self.weight_decay,
+            learning_rate=self.learning_rate, warm_learning_rate=self.warm_learning_rate, schedule=self.schedule, weight_decay=self.weight_decay,
             min_epochs=self.min_epochs, patience=self.patience, seed=self.seed)
 
 
