@@ -76,7 +76,10 @@ class ALConfig:
     schedule: str = field(default="cosine", metadata={
         "help": "Learning rate over each iteration's training: 'constant' or 'cosine' (warm-up, then decay)."})
     weight_decay: float = field(default=0.0, metadata={"help": "AdamW weight decay; 0 = plain Adam."})
-    min_epochs: int = field(default=10, metadata={"help": "Early stopping never stops before this epoch."})
+    min_epochs: int = field(default=20, metadata={
+        "help": "Early stopping never stops before this epoch. A campaign's first model trains on a few dozen "
+                "steps per epoch and can sit on its chance plateau for 15-20 epochs before it learns "
+                "(benchmarks/results/al-warm-start-2026-12-07.md)."})
     patience: int = field(default=10, metadata={"help": "Early-stopping patience (epochs)."})
     seed: int = field(default=0, metadata={"help": "Seed of training and of random acquisition."})
     registered_model_name: str = field(default="", metadata={
