@@ -82,7 +82,8 @@ class CampaignConfig:
             members=self.members, n_volunteers=self.n_volunteers,
             warm_start=self.warm_start, initial_model=self.initial_model, epochs=self.epochs,
             batch_size=self.batch_size,
-            learning_rate=self.learning_rate, warm_learning_rate=self.warm_learning_rate, schedule=self.schedule, weight_decay=self.weight_decay,
+            learning_rate=self.learning_rate, warm_learning_rate=self.warm_learning_rate, schedule=self.schedule,
+            weight_decay=self.weight_decay,
             min_epochs=self.min_epochs, patience=self.patience, seed=self.seed)
 
 
