@@ -130,7 +130,7 @@ def run_campaigns(work: Path, base: str, seeds: list[int], args) -> None:
     (`zoobot active_learning`, 100 labelled to start, 4 iterations of 50), and the labels the first
     needs to reach the second's final test loss."""
     from zoobot.active.iteration import learning_curve
-    from zoobot.active.loop import labels_needed
+    from zoobot.core.learning_curves import labels_needed
     from zoobot.active.pool import PoolState
 
     shards = bar_question_shards(work / "bar_campaign_survey", work / "bar_campaign_shards", 3000, 13,

@@ -5,7 +5,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from zoobot.active.loop import ALConfig, Steps, labels_needed, run_iteration
+from zoobot.active.loop import ALConfig, Steps, run_iteration
+from zoobot.core.learning_curves import labels_needed
 from zoobot.workflows.campaign import CampaignConfig
 from zoobot.active.pool import PoolState
 from zoobot.core.predictions import Predictions
@@ -176,7 +177,7 @@ def test_campaign_config_gives_each_arm_its_own_state():
 
 
 def test_iterations_ahead_counts_where_an_arm_beats_random_after_the_shared_start():
-    from zoobot.active.loop import iterations_ahead
+    from zoobot.core.learning_curves import iterations_ahead
 
     curves = {"bald": pd.DataFrame({"iteration": [1, 2, 3, 4], "n_labelled": [10, 20, 30, 40],
                                     "test_loss": [5.0, 4.0, 3.5, 3.4]}),
@@ -184,6 +185,30 @@ def test_iterations_ahead_counts_where_an_arm_beats_random_after_the_shared_star
                                       "test_loss": [5.0, 4.5, 3.4, 3.6]})}
     assert iterations_ahead(curves) == {"bald": (2, 3)}
     assert iterations_ahead({"bald": curves["bald"]}) == {}
+
+
+def test_campaigns_over_seeds_average_the_curves_and_read_the_saving_per_seed_and_from_the_means():
+    from zoobot.core.learning_curves import compare_over_seeds
+
+    campaigns = {
+        1: {"random": curve([(100, 8.0), (150, 7.0), (200, 6.0)]), "bald": curve([(100, 8.0), (150, 6.0), (200, 5.0)])},
+        2: {"random": curve([(100, 9.0), (150, 7.0), (200, 7.0)]), "bald": curve([(100, 9.0), (150, 8.0), (200, 7.5)])},
+        3: {"bald": curve([(100, 7.0), (150, 6.5)])},  # no random arm on this seed, and stopped early
+    }
+    random, bald = compare_over_seeds(campaigns)
+    assert random.arm == "random" and random.seeds == (1, 2) and random.mean_curve.to_dict() == {
+        100: 8.5, 150: 7.0, 200: 6.5}
+    assert bald.seeds == (1, 2, 3) and bald.mean_curve[150] == pytest.approx(6.833, abs=1e-3)
+    assert bald.seeds_at.to_dict() == {100: 3, 150: 3, 200: 2}
+    # after the shared first iteration: seed 1 below at 150 and 200, seed 2 at neither
+    assert (bald.below, bald.compared) == (2, 4)
+    # seed 1: bald reaches random's final 6.0 at 150 labels, random at 200; seed 2: bald never reaches 7.0
+    assert bald.savings[1] == pytest.approx(1 - 150 / 200) and np.isnan(bald.savings[2]) and 3 not in bald.savings
+    # the seed-mean curves of the seeds with both arms: random 8.5, 7.0, 6.5; bald 8.5, 7.0, 6.25, which
+    # reaches 6.5 two thirds of the way from 150 to 200
+    assert bald.mean_saving == pytest.approx(1 - (150 + 50 * 2 / 3) / 200) and bald.mean_note == ""
+    lonely = compare_over_seeds({3: campaigns[3]})
+    assert len(lonely) == 1 and np.isnan(lonely[0].mean_saving) and "no 'random' arm" in lonely[0].mean_note
 
 
 def test_an_iterations_labelled_galaxies_are_read_once_into_memory_with_the_states_labels(tiny_shards, monkeypatch):

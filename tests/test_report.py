@@ -71,3 +71,45 @@ def test_report_command_reads_the_store_and_writes_markdown(sqlite_tracking, tmp
     missing = CliRunner().invoke(cli.main, ["report", "--experiment", "nope", "--output", str(tmp_path / "x.md")])
     assert missing.exit_code != 0 and "No experiment named 'nope'" in missing.output and "compare" in missing.output
     assert os.environ.get("MLFLOW_RUN_ID") is None
+
+
+def campaign_runs():
+    """Two settings of a campaign (dense_units 128 on seeds 1 and 2, 512 on seed 1), and a bald-only
+    campaign with another selection on seed 1 that has no random arm of its own."""
+    rows = []
+
+    def campaign(run_id, seed, dense, selection, arms, curves, minute):
+        rows.append({"run_id": run_id, "status": "FINISHED", "tags.step": "active_learning",
+                     "start_time": pd.Timestamp("2026-12-08 10:00", tz="UTC") + pd.Timedelta(minutes=minute),
+                     "params.seed": str(seed), "params.dense_units": str(dense), "params.selection": selection,
+                     "params.arms": arms, "params.work_dir": f"/w/{run_id}", "params.shards": f"/s/{seed}"})
+        for arm, losses in curves.items():
+            for i, loss in enumerate(losses):
+                rows.append({"run_id": f"{run_id}-{arm}-{i}", "status": "FINISHED", "tags.step": "al_iteration",
+                             "start_time": rows[-1]["start_time"] + pd.Timedelta(seconds=1),
+                             "tags.mlflow.parentRunId": run_id, "tags.arm": arm, "tags.iteration": str(i + 1),
+                             "params.acquisition": arm, "metrics.n_labelled": 100.0 + 50 * i, "metrics.test_loss": loss})
+
+    campaign("c1", 1, 128, "diverse", "bald,random", {"bald": [8.0, 6.0, 5.0], "random": [8.0, 7.0, 6.0]}, 0)
+    campaign("c2", 2, 128, "diverse", "bald,random", {"bald": [9.0, 8.0, 7.5], "random": [9.0, 7.0, 7.0]}, 1)
+    campaign("c3", 1, 512, "diverse", "bald,random", {"bald": [7.0, 6.5, 6.0], "random": [7.0, 6.8, 6.2]}, 2)
+    campaign("c4", 1, 128, "top", "bald", {"bald": [8.0, 7.5, 6.6]}, 3)
+    return pd.DataFrame(rows)
+
+
+def test_campaigns_are_compared_with_random_over_their_seeds_setting_by_setting():
+    text = build_report(campaign_runs(), "al", "3", "sqlite:///x.db", [])
+    section = text.split("## Campaigns over seeds")[1].split("\n## ")[0]
+    tables = section.split("### ")[1:]
+    assert [t.splitlines()[0] for t in tables] == [
+        "dense_units=128, selection=diverse (seeds 1, 2)", "dense_units=512, selection=diverse (seeds 1)",
+        "dense_units=128, selection=top (seeds 1)"]
+    header, _, random, bald = [line for line in tables[0].splitlines() if line.startswith("|")]
+    assert header.split(" | ")[2:5] == ["100", "150", "200"]
+    assert random.startswith("| random | 1, 2 | 8.500 | 7.000 | 6.500 |")
+    assert "| bald | 1, 2 | 8.500 | 7.000 | 6.250 | 2 of 4 | 1: 25.0%, 2: not reached | 8.3% |" in bald
+    # the top-k campaign ran bald alone: it is compared with the random arm of seed 1's diverse campaign
+    assert "random arm of seeds 1 is that of a campaign differing only in diverse_candidates, selection" in tables[2]
+    assert "| bald | 1 | 8.000 | 7.500 | 6.600 | 0 of 2 | 1: not reached | not reached |" in tables[2]
+    assert "## active_learning runs (4)" in text and "## al_iteration runs (21)" in text
+    assert "## Campaigns over seeds" not in build_report(frame(), "galaxies", "7", "http://t", [])

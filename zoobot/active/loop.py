@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 
 from zoobot.core import acquisition, selection
+from zoobot.core.learning_curves import iterations_ahead, labels_needed  # noqa: F401  (their old home)
 from zoobot.active.pool import PoolState
 from zoobot.core.predictions import Predictions
 from zoobot.core.staging import atomic_write_text
@@ -285,57 +286,3 @@ def finished_outcome(state: PoolState, iteration: int) -> IterationOutcome:
     history = state.history().set_index("iteration")
     return IterationOutcome(iteration, (), state.stage_info(iteration, "train"), state.scores(iteration),
                             state.acquired_ids(iteration), int(history.at[iteration, "n_labelled"]), False)
-
-
-def labels_needed(curves: dict[str, pd.DataFrame], baseline: str = "random",
-                  metric: str = "test_loss") -> tuple[float, str]:
-    """The label saving of the best arm over the baseline, and why it is NaN when it is.
-
-    curves: arm -> DataFrame(n_labelled, <metric>) over iterations. The target is the baseline's
-    final metric; an arm's labels needed is the first n_labelled (linearly interpolated between
-    iterations) at which its curve reaches the target. saving = 1 - best / baseline's own.
-    """
-    if baseline not in curves:
-        return float("nan"), f"no '{baseline}' arm to compare with"
-    base = curves[baseline].sort_values("n_labelled")
-    if len(base) < 2:
-        return float("nan"), "the baseline needs at least two iterations for a learning curve"
-    target = float(base[metric].iloc[-1])
-    base_needed = _first_reaching(base, metric, target)
-    needed = {arm: _first_reaching(c.sort_values("n_labelled"), metric, target)
-              for arm, c in curves.items() if arm != baseline}
-    reached = {arm: n for arm, n in needed.items() if np.isfinite(n)}
-    if not reached:
-        return float("nan"), f"no arm reached the {baseline} arm's final {metric} ({target:.4f})"
-    best = min(reached.values())
-    return 1.0 - best / base_needed, ""
-
-
-def iterations_ahead(curves: dict[str, pd.DataFrame], baseline: str = "random",
-                     metric: str = "test_loss") -> dict[str, tuple[int, int]]:
-    """Per arm other than the baseline: (iterations after the first at which its metric is below the
-    baseline's at the same iteration, iterations compared). The first iteration is trained on the
-    shared starting labels, so arms can only differ from the second on."""
-    if baseline not in curves:
-        return {}
-    base = curves[baseline].sort_values("iteration").set_index("iteration")[metric]
-    result = {}
-    for arm, curve in curves.items():
-        if arm == baseline:
-            continue
-        mine = curve.sort_values("iteration").set_index("iteration")[metric]
-        shared = [i for i in mine.index.intersection(base.index) if i > min(base.index)]
-        result[arm] = (sum(bool(mine[i] < base[i]) for i in shared), len(shared))
-    return result
-
-
-def _first_reaching(curve: pd.DataFrame, metric: str, target: float) -> float:
-    n, values = curve["n_labelled"].to_numpy(float), curve[metric].to_numpy(float)
-    for i, value in enumerate(values):
-        if value <= target:
-            if i == 0:
-                return n[0]
-            # linear interpolation between the last point above the target and this one
-            fraction = (values[i - 1] - target) / (values[i - 1] - value)
-            return n[i - 1] + fraction * (n[i] - n[i - 1])
-    return float("nan")

@@ -170,7 +170,7 @@ def transfer_campaign_figure(root: Path, base_path: Path, survey, sizes: Sizes, 
     the final test loss of the same campaign started from scratch, over the labels that one used."""
     from dataclasses import replace
 
-    from zoobot.active.loop import labels_needed
+    from zoobot.core.learning_curves import labels_needed
     from zoobot.bench.scratch import in_own_thread, scratch_experiment
     from zoobot.data.convert import ConvertConfig, convert
     from zoobot.model.network import ModelConfig

@@ -307,7 +307,7 @@ def _log_acquired_vs_random(acquired_ids: list, pool_ids, state, manifest, step:
 def log_learning_curves(curves: dict, saving: float, reason: str, ahead: dict | None = None) -> None:
     """On the campaign's parent run: every arm's test loss and RMSE against labelled galaxies, the
     label saving of the best arm over random, and (`ahead`: arm -> (iterations below random,
-    iterations compared), from zoobot.active.loop.iterations_ahead) how often each arm led."""
+    iterations compared), from zoobot.core.learning_curves.iterations_ahead) how often each arm led."""
     _log_figure(plots.learning_curves(curves, saving), "learning_curves.png")
     mlflow.log_metric("label_saving", saving)
     mlflow.set_tag(tag_names.LABEL_SAVING_NOTE, reason or "computed")

@@ -98,7 +98,7 @@ class CampaignOutcome:
 def run_campaign(config: CampaignConfig, model_config: ModelConfig,
                  say: Callable[[str], None] = print) -> CampaignOutcome:
     from zoobot import tracking
-    from zoobot.active.loop import iterations_ahead, labels_needed
+    from zoobot.core.learning_curves import iterations_ahead, labels_needed
 
     parent_file = Path(config.work_dir) / "campaign_run.json"
     resume = json.loads(parent_file.read_text())["run_id"] if parent_file.is_file() else None
