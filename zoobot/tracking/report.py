@@ -145,9 +145,10 @@ def _campaign_curves(runs: pd.DataFrame) -> list[tuple[tuple, int, dict[str, pd.
         parents = parents.sort_values("start_time")
         children = children.sort_values("start_time")
     arm_column = f"tags.{tag_names.ARM}" if f"tags.{tag_names.ARM}" in runs.columns else "params.acquisition"
+    by_parent = {parent_id: rows for parent_id, rows in children.groupby(parent_column)}
     out = []
     for _, parent in parents.iterrows():
-        mine = children[children[parent_column] == parent["run_id"]]
+        mine = by_parent.get(parent["run_id"], children.iloc[:0])
         seed = pd.to_numeric(parent.get("params.seed"), errors="coerce")
         if mine.empty or arm_column not in mine.columns or pd.isna(seed):
             continue
